@@ -1,0 +1,43 @@
+"""The attention network: ``logits(x) = softmax(score(x, K)) @ V``. No scikit-learn here."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .attention import ScoreFunction
+
+
+class PrototypeAttention(nn.Module):
+    """One attention layer over learned prototypes.
+
+    Parameters
+    ----------
+    keys : Tensor of shape (m, d)
+        Prototypes in input space.
+    values : Tensor of shape (m, n_classes)
+        One row of class logits per prototype.
+    score : callable ``(X, K, *, power, eps) -> Tensor[n, m]``
+        The attention score; see :mod:`protoattn.attention`.
+    power, eps : float
+        Passed to ``score``. ``power`` is a plain attribute so training can anneal it.
+    """
+
+    def __init__(self, keys: Tensor, values: Tensor, score: ScoreFunction, power: float, eps: float):
+        super().__init__()
+        self.keys = nn.Parameter(keys)
+        self.values = nn.Parameter(values)
+        self.score = score
+        self.power = power
+        self.eps = eps
+
+    def scores(self, X: Tensor) -> Tensor:
+        return self.score(X, self.keys, power=self.power, eps=self.eps)
+
+    def weights(self, X: Tensor) -> Tensor:
+        """Attention weights ``a(x)``, shape (n, m), rows summing to 1."""
+        return torch.softmax(self.scores(X), dim=1)
+
+    def forward(self, X: Tensor) -> Tensor:
+        """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""
+        return self.weights(X) @ self.values

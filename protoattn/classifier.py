@@ -1,0 +1,570 @@
+"""The scikit-learn estimator: validation, fit/predict, prototypes, explanations and patches."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils import check_random_state, compute_sample_weight
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _training
+from ._network import PrototypeAttention
+from .attention import ATTENTIONS
+
+#: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
+DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
+
+# Rows per chunk in prediction: keeps each (rows, m) float32 buffer near 16 MB.
+_CHUNK_ELEMENTS = 4_000_000
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why each sample got its prediction: the ``top_k`` prototypes that contribute most.
+
+    The contribution of prototype i to sample x is ``a_i(x) * logits_[i, predicted class]``; the sum
+    over *all* prototypes is ``logit``, the predicted class's logit, exactly.
+
+    Attributes
+    ----------
+    predicted : ndarray of shape (n_samples,)
+        Predicted labels.
+    logit : ndarray of shape (n_samples,)
+        Logit of the predicted class (the sum of every prototype's contribution).
+    prototype_indices : ndarray of shape (n_samples, top_k)
+        Rows of ``prototypes_``, largest contribution first.
+    prototype_labels : ndarray of shape (n_samples, top_k)
+        Their classes (``prototype_labels_``).
+    weights : ndarray of shape (n_samples, top_k)
+        Their attention weights.
+    contributions : ndarray of shape (n_samples, top_k)
+        Weight times the prototype's logit for the predicted class.
+    """
+
+    predicted: np.ndarray
+    logit: np.ndarray
+    prototype_indices: np.ndarray
+    prototype_labels: np.ndarray
+    weights: np.ndarray
+    contributions: np.ndarray
+
+    def to_frame(self):
+        """One row per (sample, rank) as a :class:`pandas.DataFrame` (requires pandas)."""
+        import pandas as pd
+
+        n, k = self.prototype_indices.shape
+        return pd.DataFrame(
+            {
+                "sample": np.repeat(np.arange(n), k),
+                "rank": np.tile(np.arange(1, k + 1), n),
+                "predicted": np.repeat(self.predicted, k),
+                "prototype": self.prototype_indices.ravel(),
+                "prototype_label": self.prototype_labels.ravel(),
+                "weight": self.weights.ravel(),
+                "contribution": self.contributions.ravel(),
+            }
+        )
+
+
+class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
+    """Classifier by attention over learned prototypes, with inverse distance weighting.
+
+    For an input x, prototypes (keys) k_1..k_m and value rows v_1..v_m (one logit per class) the
+    model outputs ``logits(x) = Σ_i a_i(x) v_i`` with ``a(x) = softmax(score(x, K))``. The default
+    score ``-log(eps + ‖x - k‖^p)`` makes softmax Shepard's inverse distance weighting,
+    ``a_i ∝ 1 / (eps + ‖x - k_i‖^p)``, so the keys become prototypes in input space and the values
+    their class logits: the fitted model is readable (``prototypes_``, ``logits_``), every
+    prediction decomposes exactly into prototype contributions (:meth:`explain`), and a special case
+    can be patched by hand (:meth:`add_prototype`).
+
+    Parameters
+    ----------
+    n_prototypes : int or None, default=None
+        Number of prototypes m. ``None`` means 10 per class. With ``init="kmeans"`` the prototypes are
+        spread evenly over the classes and a class never gets more prototypes than it has distinct
+        training rows, so the fitted model may hold fewer.
+    attention : str or callable, default="idw"
+        The score inside softmax: one of ``protoattn.attention.ATTENTIONS`` -- ``"idw"``,
+        ``"inv_dist"``, ``"neg_dist"``, ``"gaussian"``, ``"dot"``, ``"cosine"``, ``"expressive"`` -- or
+        a torch function ``(X, K) -> scores`` of shapes ``(n, d), (m, d) -> (n, m)``.
+    power : float or "auto", default="auto"
+        The exponent p on distances. ``"auto"`` is ``2 * sqrt(n_features)`` for ``"idw"`` (IDW weights
+        must sharpen with the dimension, where distances concentrate) and 2 for the other scores.
+        Training anneals the power linearly from ``min(2, power)`` over the first half of the epochs,
+        which avoids the vanishing gradients of very sharp weights at the start.
+    eps : float, default=1e-3
+        The ε in ``eps + ‖x - k‖^p``: a sample exactly on a prototype gives it weight ``1 / eps``.
+    init : {"kmeans", "random"}, default="kmeans"
+        ``"kmeans"``: class-balanced k-means centres as keys and one-hot values. ``"random"``: the IDW
+        attention paper's keys from a narrow Gaussian around the data mean and random values.
+    max_epochs : int, default=100
+        Maximum passes over the training data.
+    batch_size : int or "auto", default="auto"
+        Rows per optimisation step; ``"auto"`` is the whole data up to 512 rows, else 256.
+    learning_rate : float, default=0.1
+        Adam's initial learning rate, decayed to 0 by a cosine schedule over ``max_epochs``. The keys
+        learn at this rate times the spread of the data (RMS of the feature standard deviations), so
+        training behaves the same whatever the units of the features.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy stops
+        improving, keeping the best parameters. Otherwise stop on the training loss.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before training stops.
+    tol : float, default=1e-4
+        Minimum improvement of the loss (or validation accuracy) that counts.
+    class_weight : dict, "balanced" or None, default=None
+        Weights per class, multiplied into ``sample_weight``.
+    verbose : int, default=0
+        Print the loss (and validation accuracy) after every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialisation, shuffling and the validation split: equal seeds give equal models.
+
+    Attributes
+    ----------
+    prototypes_ : ndarray of shape (m, n_features)
+        The keys, in input space.
+    logits_ : ndarray of shape (m, n_classes)
+        The values: each prototype's class logits.
+    prototype_labels_ : ndarray of shape (m,)
+        Class of each prototype's largest logit.
+    patched_prototypes_ : ndarray of bool of shape (m,)
+        True for the prototypes placed by :meth:`add_prototype` rather than by training.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    power_ : float
+        The power used after training (``power`` with ``"auto"`` resolved).
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Weighted training cross-entropy after each epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch, when ``early_stopping=True``.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``.
+    n_features_in_ : int
+        Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when X has string column names.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestCentroid : One fixed prototype per class.
+    sklearn.neural_network.MLPClassifier : A one-hidden-layer network without prototypes.
+
+    References
+    ----------
+    .. [1] C. McCarter, "Inverse distance weighting attention", NeurIPS 2023 Associative Memory &
+       Hopfield Networks workshop, arXiv:2310.18805.
+    .. [2] D. Shepard, "A two-dimensional interpolation function for irregularly-spaced data", 1968.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from protoattn import IDWAttentionClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = IDWAttentionClassifier(n_prototypes=6, random_state=0).fit(X, y)
+    >>> clf.prototypes_.shape, clf.logits_.shape
+    ((6, 4), (6, 3))
+    >>> clf.score(X, y) > 0.9
+    True
+    >>> int(clf.add_prototype([5.0, 3.0, 5.0, 2.0], 0))
+    6
+    >>> clf.predict([[5.0, 3.0, 5.0, 2.0]])
+    array([0])
+    """
+
+    _parameter_constraints: dict = {
+        "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
+        "attention": [StrOptions(set(ATTENTIONS)), callable],
+        "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "eps": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"kmeans", "random"})],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "verbose": ["verbose"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        n_prototypes=None,
+        attention="idw",
+        power="auto",
+        eps=1e-3,
+        init="kmeans",
+        max_epochs=100,
+        batch_size="auto",
+        learning_rate=0.1,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        class_weight=None,
+        verbose=0,
+        random_state=None,
+    ):
+        self.n_prototypes = n_prototypes
+        self.attention = attention
+        self.power = power
+        self.eps = eps
+        self.init = init
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.class_weight = class_weight
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit prototypes and their logits by minimising weighted cross-entropy.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data (dense, finite).
+        y : array-like of shape (n_samples,)
+            Class labels, any hashable values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights. An integer weight k is exactly the same as repeating the row k times
+            whenever training is full batch.
+
+        Returns
+        -------
+        self : IDWAttentionClassifier
+        """
+        with self._unchanged_on_error():
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+            check_classification_targets(y)
+            classes, y_codes = np.unique(y, return_inverse=True)
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            if self.class_weight is not None:
+                sample_weight = sample_weight * compute_sample_weight(self.class_weight, y)
+            X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
+            present = np.unique(y_codes)
+            if len(present) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes with positive "
+                    f"sample_weight; got {len(present)} class."
+                )
+            self.classes_ = classes
+            self._fit_network(X, y_codes, sample_weight, check_random_state(self.random_state))
+        return self
+
+    def _fit_network(self, X, y, weight, rng):
+        n_classes = len(self.classes_)
+        if self.init == "kmeans":
+            per_class = self.n_prototypes or 10 * n_classes
+            counts = _training.prototypes_per_class(np.bincount(y, minlength=n_classes), per_class)
+            keys, values = _training.kmeans_prototypes(X, y, weight, counts, n_classes, rng)
+        else:
+            n_prototypes = self.n_prototypes or 10 * n_classes
+            keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
+        power = self._resolve_power(X.shape[1])
+        network = PrototypeAttention(
+            torch.as_tensor(keys, dtype=torch.float32),
+            torch.as_tensor(values, dtype=torch.float32),
+            self._score_function(),
+            power,
+            self.eps,
+        )
+        validation = None
+        if self.early_stopping:
+            X, y, weight, validation = _training.validation_split(X, y, weight, self.validation_fraction, rng)
+        batch_size = self.batch_size
+        if batch_size == "auto":
+            batch_size = len(X) if len(X) <= 512 else 256
+        start = min(2.0, power) if self._attention_name() in DISTANCE_ATTENTIONS else power
+        half = max(self.max_epochs // 2, 1)
+
+        def power_schedule(epoch):
+            return start + (power - start) * min(epoch / half, 1.0)
+
+        result = _training.train(
+            network,
+            torch.as_tensor(X, dtype=torch.float32),
+            torch.as_tensor(y),
+            torch.as_tensor(weight, dtype=torch.float32),
+            validation=validation,
+            max_epochs=self.max_epochs,
+            batch_size=min(batch_size, len(X)),
+            learning_rate=self.learning_rate,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            power_schedule=power_schedule,
+            generator=torch.Generator().manual_seed(int(rng.randint(2**31 - 1))),
+            verbose=self.verbose,
+        )
+        self.prototypes_ = network.keys.detach().numpy().astype(np.float64)
+        self.logits_ = network.values.detach().numpy().astype(np.float64)
+        self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+        self.power_ = float(power)
+        self.n_iter_ = result.n_iter
+        self.loss_curve_ = result.loss_curve
+        self.validation_scores_ = result.validation_scores if self.early_stopping else None
+        self.best_validation_score_ = result.best_validation_score
+
+    def _attention_name(self):
+        return self.attention if isinstance(self.attention, str) else None
+
+    def _resolve_power(self, n_features):
+        if self.power != "auto":
+            return float(self.power)
+        return 2.0 * math.sqrt(max(n_features, 1)) if self.attention == "idw" else 2.0
+
+    def _score_function(self):
+        if isinstance(self.attention, str):
+            return ATTENTIONS[self.attention]
+        user_score = self.attention
+
+        def score(X, K, *, power, eps):
+            return user_score(X, K)
+
+        return score
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self):
+        """Restore every attribute when the block raises: a failed call changes nothing.
+
+        Fitted arrays are always replaced, never modified in place, so a shallow copy suffices.
+        """
+        state = self.__dict__.copy()
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(state)
+            raise
+
+    # -------------------------------------------------------------- predict
+
+    @property
+    def prototype_labels_(self):
+        """Class of each prototype's largest logit; always in sync with ``logits_``."""
+        return self.classes_[np.argmax(self.logits_, axis=1)]
+
+    def _network(self, dtype, prototypes=None, logits=None):
+        return PrototypeAttention(
+            torch.as_tensor(self.prototypes_ if prototypes is None else prototypes, dtype=dtype),
+            torch.as_tensor(self.logits_ if logits is None else logits, dtype=dtype),
+            self._score_function(),
+            self.power_,
+            self.eps,
+        )
+
+    def _validate_X(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def _in_chunks(self, X, compute, prototypes=None, logits=None):
+        """``compute(network, X_chunk)`` over row chunks of a validated X, as float64 numpy.
+
+        The network computes in X's dtype, like scikit-learn's estimators: float32 input runs at
+        float32 speed, float64 input gives results that do not depend on how rows are batched.
+        """
+        dtype = torch.float32 if X.dtype == np.float32 else torch.float64
+        network = self._network(dtype, prototypes, logits)
+        rows = max(1, _CHUNK_ELEMENTS // len(network.keys))
+        with torch.inference_mode():
+            # torch refuses to wrap read-only memory (pandas, memmaps): copy such chunks.
+            chunks = (np.require(X[i : i + rows], requirements="W") for i in range(0, len(X), rows))
+            parts = [compute(network, torch.from_numpy(chunk)).numpy() for chunk in chunks]
+        return np.concatenate(parts).astype(np.float64, copy=False)
+
+    def _logits(self, X):
+        return self._in_chunks(self._validate_X(X), PrototypeAttention.forward)
+
+    def decision_function(self, X):
+        """Class logits ``Σ_i a_i(x) logits_[i]``; for two classes, the logit difference (n_samples,)."""
+        logits = self._logits(X)
+        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+
+    def predict(self, X):
+        """Predicted class labels."""
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
+
+    def predict_proba(self, X):
+        """Class probabilities, ``softmax`` of the logits."""
+        return _softmax(self._logits(X))
+
+    def predict_log_proba(self, X):
+        """Log of :meth:`predict_proba`, computed stably."""
+        logits = self._logits(X)
+        return logits - _logsumexp(logits)
+
+    # -------------------------------------------------------------- inspect
+
+    def attention_weights(self, X):
+        """Attention weights of each sample over the prototypes, shape (n_samples, m).
+
+        Rows sum to 1, and ``softmax(attention_weights(X) @ logits_)`` equals ``predict_proba(X)``.
+        """
+        return self._in_chunks(self._validate_X(X), PrototypeAttention.weights)
+
+    def explain(self, X, top_k=3):
+        """The ``top_k`` prototypes behind each prediction, with weights and contributions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        top_k : int, default=3
+            Prototypes to report per sample (at most m).
+
+        Returns
+        -------
+        Explanation
+            See :class:`protoattn.Explanation`; its ``to_frame()`` gives a pandas table.
+        """
+        if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        weights = self.attention_weights(X)
+        predicted = np.argmax(weights @ self.logits_, axis=1)
+        contributions = weights * self.logits_[:, predicted].T
+        k = min(int(top_k), weights.shape[1])
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+        return Explanation(
+            predicted=self.classes_[predicted],
+            logit=contributions.sum(axis=1),
+            prototype_indices=order,
+            prototype_labels=self.prototype_labels_[order],
+            weights=np.take_along_axis(weights, order, axis=1),
+            contributions=np.take_along_axis(contributions, order, axis=1),
+        )
+
+    # ---------------------------------------------------------------- patch
+
+    def add_prototype(self, x, y, *, margin=1.0, replace=None):
+        """Insert a prototype at ``x`` whose value makes the model predict ``y`` there.
+
+        The new value row is the model's current logits at x plus ``η`` on class y, with η chosen in
+        closed form from the attention weights at x so that afterwards ``predict([x]) == [y]`` with
+        the predicted logit ahead of every other class by at least ``margin``. The new key's weight
+        at x is what makes this work: with ``attention="idw"`` it is ``1 / eps`` before
+        normalisation, so η stays small, and far from x the new prototype's weight decays as 1/d^p,
+        so far predictions barely move.
+
+        Parameters
+        ----------
+        x : array-like of shape (n_features,) or (1, n_features)
+            Where to patch.
+        y : label
+            One of ``classes_``.
+        margin : float, default=1.0
+            Required logit margin of class y over the runner-up at x.
+        replace : int or None, default=None
+            Overwrite prototype ``replace`` instead of adding a new one.
+
+        Returns
+        -------
+        index : int
+            Row of the new prototype in ``prototypes_``.
+        """
+        check_is_fitted(self)
+        x = self._validate_one_sample(x)
+        label = self._class_index(y)
+        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin < math.inf):
+            raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
+        m = len(self.prototypes_)
+        if replace is not None and (
+            not isinstance(replace, Integral) or isinstance(replace, bool) or not 0 <= replace < m
+        ):
+            raise ValueError(f"replace must be None or a prototype index in [0, {m}), got {replace!r}.")
+        index = m if replace is None else int(replace)
+        old_logits = self._in_chunks(x, PrototypeAttention.forward)[0]
+        grow = 1 if replace is None else 0
+        prototypes = np.concatenate([self.prototypes_, np.empty((grow, x.shape[1]))])
+        logits = np.concatenate([self.logits_, np.empty((grow, len(self.classes_)))])
+        prototypes[index], logits[index] = x[0], 0.0
+        weights = self._in_chunks(x, PrototypeAttention.weights, prototypes, logits)[0]
+        w = weights[index]
+        # Logits at x with the new value v = old_logits + η e_y are base + w v; solve for η.
+        reached = weights @ logits + w * old_logits
+        gap = reached[label] - np.max(np.delete(reached, label))
+        eta = max(0.0, margin - gap) / w if w > 0 else math.inf
+        logits[index] = old_logits
+        logits[index, label] += eta
+        if not np.all(np.isfinite(logits[index])):
+            raise ValueError(
+                f"Cannot patch: the new prototype gets attention weight {w:.3g} at x under "
+                f"attention={self.attention!r}, too small to move the prediction there."
+            )
+        after = self._in_chunks(x, PrototypeAttention.forward, prototypes, logits)[0]
+        if np.argmax(after) != label:
+            raise ValueError("Cannot patch: rounding left x misclassified; use a larger margin.")
+        patched = np.append(self.patched_prototypes_, False) if replace is None else self.patched_prototypes_.copy()
+        patched[index] = True
+        self.prototypes_, self.logits_, self.patched_prototypes_ = prototypes, logits, patched
+        return index
+
+    def remove_prototypes(self, indices):
+        """Delete prototypes by index (at least one must remain). Returns self."""
+        check_is_fitted(self)
+        m = len(self.prototypes_)
+        idx = np.asarray(indices)
+        if idx.ndim == 0:
+            idx = idx.reshape(1)
+        if idx.dtype.kind not in "iu" or idx.ndim != 1:
+            raise TypeError(f"indices must be integers or a 1-D array of integers, got {indices!r}.")
+        if np.any((idx < 0) | (idx >= m)) or len(np.unique(idx)) != len(idx):
+            raise ValueError(f"indices must be distinct prototype indices in [0, {m}), got {indices!r}.")
+        if len(idx) >= m:
+            raise ValueError(f"Cannot remove all {m} prototypes: at least one must remain.")
+        keep = np.setdiff1d(np.arange(m), idx)
+        self.prototypes_, self.logits_ = self.prototypes_[keep], self.logits_[keep]
+        self.patched_prototypes_ = self.patched_prototypes_[keep]
+        return self
+
+    def _validate_one_sample(self, x):
+        if hasattr(x, "to_frame") and getattr(x, "ndim", 0) == 1:
+            x = x.to_frame().T  # a pandas Series: one row with its feature names
+        elif np.ndim(x) == 1:
+            x = np.reshape(np.asarray(x), (1, -1))
+        if np.ndim(x) != 2 or np.shape(x)[0] != 1:
+            raise ValueError(f"x must be one sample of {self.n_features_in_} features, got shape {np.shape(x)}.")
+        return validate_data(self, x, reset=False, dtype=np.float64)
+
+    def _class_index(self, y):
+        if np.ndim(y) != 0:
+            raise ValueError(f"y must be a single label, got {y!r}.")
+        hits = [i for i, c in enumerate(self.classes_) if c == y]
+        if not hits:
+            raise ValueError(f"Unknown label {y!r}: expected one of {list(self.classes_)}.")
+        return hits[0]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _logsumexp(logits):
+    top = logits.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

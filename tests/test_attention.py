@@ -1,0 +1,70 @@
+"""Each attention score against a direct numpy formula, and the log-space IDW at its extremes."""
+
+import numpy as np
+import pytest
+import torch
+
+from protoattn.attention import ATTENTIONS, idw, squared_distances
+
+rng = np.random.default_rng(0)
+X = rng.normal(size=(7, 5))
+K = rng.normal(size=(4, 5))
+P, EPS = 3.0, 1e-2
+DIST = np.linalg.norm(X[:, None] - K[None], axis=-1)
+DOT = X @ K.T
+REFERENCE = {
+    "idw": -np.log(EPS + DIST**P),
+    "inv_dist": 1 / (EPS + DIST**P),
+    "neg_dist": -(DIST**P),
+    "gaussian": np.exp(-0.5 * DIST**P),
+    "dot": DOT / np.sqrt(5),
+    "cosine": DOT / np.outer(np.linalg.norm(X, axis=1), np.linalg.norm(K, axis=1)),
+    "expressive": DOT**2 / 5,
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+def test_score_matches_formula(name):
+    scores = ATTENTIONS[name](torch.as_tensor(X), torch.as_tensor(K), power=P, eps=EPS)
+    np.testing.assert_allclose(scores.numpy(), REFERENCE[name], rtol=1e-10, atol=1e-12)
+
+
+def test_registry_covers_the_papers_comparison_set():
+    assert set(REFERENCE) == set(ATTENTIONS)
+
+
+def test_squared_distances_are_never_negative():
+    Z = torch.as_tensor(rng.normal(size=(50, 3)) * 1e3, dtype=torch.float32)
+    d2 = squared_distances(Z, Z)
+    assert (d2 >= 0).all()
+    np.testing.assert_allclose(torch.diagonal(d2).numpy(), 0, atol=1.0)  # 1e6-sized norms, float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_idw_is_finite_at_huge_power_and_distance(dtype):
+    x = torch.zeros((1, 2), dtype=dtype)
+    keys = torch.tensor([[100.0, 0.0], [0.0, 50.0]], dtype=dtype)
+    scores = idw(x, keys, power=400.0, eps=1e-3)
+    assert torch.isfinite(scores).all()
+    expected = -(400 / 2) * np.log([100.0**2, 50.0**2])  # log(eps + d^p) ≈ p log d here
+    np.testing.assert_allclose(scores.numpy()[0], expected, rtol=1e-6)
+    weights = torch.softmax(scores, 1)
+    assert weights[0, 1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_hit_gets_weight_one_over_eps(dtype):
+    x = torch.tensor([[1.0, 2.0]], dtype=dtype)
+    keys = torch.tensor([[1.0, 2.0], [3.0, 2.0]], dtype=dtype, requires_grad=True)
+    scores = idw(x, keys, power=2.0, eps=1e-3)
+    assert scores[0, 0].item() == pytest.approx(-np.log(1e-3), rel=1e-6)  # exp(score) = 1/eps
+    weights = torch.softmax(scores, 1)
+    assert weights[0, 0].item() == pytest.approx((1 / 1e-3) / (1 / 1e-3 + 1 / (1e-3 + 4.0)), rel=1e-5)
+    scores.sum().backward()
+    assert torch.isfinite(keys.grad).all()
+
+
+def test_idw_with_eps_zero_stays_finite_on_a_hit():
+    x = torch.zeros((1, 3))
+    scores = idw(x, torch.zeros((2, 3)), power=2.0, eps=0.0)
+    assert torch.isfinite(scores).all()
