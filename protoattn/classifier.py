@@ -139,6 +139,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Class of each prototype's largest logit.
     patched_prototypes_ : ndarray of bool of shape (m,)
         True for the prototypes placed by :meth:`add_prototype` rather than by training.
+    attention_params_ : dict of str to ndarray
+        Learned parameters of the attention score itself (empty for the parameter-free scores).
     classes_ : ndarray of shape (n_classes,)
         Class labels.
     power_ : float
@@ -320,6 +322,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.prototypes_ = network.keys.detach().numpy().astype(np.float64)
         self.logits_ = network.values.detach().numpy().astype(np.float64)
         self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+        self.attention_params_ = {}
         self.power_ = float(power)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
