@@ -19,24 +19,31 @@ class PrototypeAttention(nn.Module):
         One row of class logits per prototype.
     score : callable ``(X, K, *, power, eps) -> Tensor[n, m]``
         The attention score; see :mod:`protoattn.attention`.
+        An ``nn.Module`` score becomes a submodule, so its parameters are trained too.
     power, eps : float
         Passed to ``score``. ``power`` is a plain attribute so training can anneal it.
+    softmax : bool, default=True
+        Weights are ``softmax(scores)``; ``False`` uses the scores as weights (the FC-ReLU baseline).
     """
 
-    def __init__(self, keys: Tensor, values: Tensor, score: ScoreFunction, power: float, eps: float):
+    def __init__(
+        self, keys: Tensor, values: Tensor, score: ScoreFunction, power: float, eps: float, softmax: bool = True
+    ):
         super().__init__()
         self.keys = nn.Parameter(keys)
         self.values = nn.Parameter(values)
         self.score = score
         self.power = power
         self.eps = eps
+        self.softmax = softmax
 
     def scores(self, X: Tensor) -> Tensor:
         return self.score(X, self.keys, power=self.power, eps=self.eps)
 
     def weights(self, X: Tensor) -> Tensor:
-        """Attention weights ``a(x)``, shape (n, m), rows summing to 1."""
-        return torch.softmax(self.scores(X), dim=1)
+        """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
+        scores = self.scores(X)
+        return torch.softmax(scores, dim=1) if self.softmax else scores
 
     def forward(self, X: Tensor) -> Tensor:
         """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""

@@ -9,6 +9,7 @@ References
 McCarter, "Inverse distance weighting attention", NeurIPS 2023 Associative Memory workshop
 (arXiv:2310.18805) -- ``idw`` and its comparison set ``inv_dist``, ``neg_dist``, ``gaussian``, ``dot``.
 Gros, "Reducing the cost of ... expressive attention" (2024, arXiv:2407.18601) -- ``expressive``.
+Song, Jung, Kim and Moon, "Implicit Kernel Attention", AAAI 2021 (arXiv:2006.06147) -- ``kernel``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
     "ATTENTIONS",
+    "SOFTMAX_FREE",
+    "ImplicitKernel",
     "cosine",
     "dot",
     "expressive",
@@ -28,6 +31,7 @@ __all__ = [
     "idw",
     "inv_dist",
     "neg_dist",
+    "relu",
     "squared_distances",
 ]
 
@@ -88,10 +92,52 @@ def expressive(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -
     return (X @ K.T).square_().div_(max(X.shape[1], 1))
 
 
+def relu(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
+    """The IDW attention paper's fully-connected baseline: ``relu(x·k)``, used *without* softmax.
+
+    With it the network is a one-hidden-layer ReLU net, ``logits = relu(X Kᵀ) V``: not attention.
+    """
+    return torch.relu(X @ K.T)
+
+
+class ImplicitKernel(nn.Module):
+    """Implicit kernel attention (Song et al. 2021): ``score = log κ(x - k) + ‖k‖_p² / (2√d)``.
+
+    Dot-product attention factors as ``exp(x·k/√d) = κ_RBF(x, k) exp(‖x‖²/(2√d)) exp(‖k‖²/(2√d))``
+    with an RBF kernel of bandwidth ``√√d`` (Song et al., eq. 4); the query term cancels in softmax.
+    Here the kernel is learned: a stationary kernel whose spectral density is a mixture of zero-mean
+    Gaussians with per-feature scales, ``κ(δ) = Σ_j π_j exp(-½ Σ_f s_jf² δ_f²)``, and the magnitude
+    term uses the Lᵖ norm of the key (Song et al., IKAN), with ``p = power``.
+
+    The components start at ``1/2, 1, 2, 4`` times the dot-product bandwidth's inverse, equally
+    weighted; with one component at exactly ``s = d^(-1/4)`` and p = 2 the weights equal ``dot``'s.
+    """
+
+    def __init__(self, n_features: int, n_components: int = 4):
+        super().__init__()
+        base = -0.25 * math.log(max(n_features, 1))
+        offsets = math.log(2.0) * (torch.arange(n_components, dtype=torch.float32) - 1.0)
+        self.mixture_logits = nn.Parameter(torch.zeros(n_components))
+        self.log_scales = nn.Parameter((base + offsets)[:, None].repeat(1, max(n_features, 1)))
+
+    def forward(self, X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
+        d = max(X.shape[1], 1)
+        scales = self.log_scales.exp()
+        log_mixture = torch.log_softmax(self.mixture_logits, 0)
+        log_kernel = torch.logsumexp(
+            torch.stack([w - 0.5 * squared_distances(X * s, K * s) for w, s in zip(log_mixture, scales, strict=True)]),
+            dim=0,
+        )
+        magnitude = K.abs().pow(power).sum(1).pow(2.0 / power)
+        return log_kernel + magnitude / (2.0 * math.sqrt(d))
+
+
 ScoreFunction = Callable[..., Tensor]
 
-#: Registered scores by name, as accepted by ``IDWAttentionClassifier(attention=...)``.
-ATTENTIONS: dict[str, ScoreFunction] = {
+#: Registered scores by name, as accepted by ``IDWAttentionClassifier(attention=...)``. Each entry is a
+#: function ``(X, K, *, power, eps) -> scores``, or an ``nn.Module`` class built with ``n_features``
+#: whose instances are such functions with learned parameters.
+ATTENTIONS: dict[str, ScoreFunction | type[nn.Module]] = {
     "idw": idw,
     "inv_dist": inv_dist,
     "neg_dist": neg_dist,
@@ -99,4 +145,9 @@ ATTENTIONS: dict[str, ScoreFunction] = {
     "dot": dot,
     "cosine": cosine,
     "expressive": expressive,
+    "kernel": ImplicitKernel,
+    "relu": relu,
 }
+
+#: Scores used as the weights directly, without softmax.
+SOFTMAX_FREE = frozenset({"relu"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -14,10 +15,11 @@ from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from torch import nn
 
 from . import _training
 from ._network import PrototypeAttention
-from .attention import ATTENTIONS
+from .attention import ATTENTIONS, SOFTMAX_FREE
 
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
@@ -92,9 +94,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         spread evenly over the classes and a class never gets more prototypes than it has distinct
         training rows, so the fitted model may hold fewer.
     attention : str or callable, default="idw"
-        The score inside softmax: one of ``protoattn.attention.ATTENTIONS`` -- ``"idw"``,
-        ``"inv_dist"``, ``"neg_dist"``, ``"gaussian"``, ``"dot"``, ``"cosine"``, ``"expressive"`` -- or
-        a torch function ``(X, K) -> scores`` of shapes ``(n, d), (m, d) -> (n, m)``.
+        The score inside softmax: one of ``protoattn.ATTENTIONS`` -- ``"idw"``, ``"inv_dist"``,
+        ``"neg_dist"``, ``"gaussian"``, ``"dot"``, ``"cosine"``, ``"expressive"``, ``"kernel"``
+        (implicit kernel attention, with a learned kernel) -- or ``"relu"``, the IDW paper's
+        fully-connected ReLU baseline (no softmax: not an attention model), or a torch function
+        ``(X, K) -> scores`` of shapes ``(n, d), (m, d) -> (n, m)``.
     power : float or "auto", default="auto"
         The exponent p on distances. ``"auto"`` is ``2 * sqrt(n_features)`` for ``"idw"`` (IDW weights
         must sharpen with the dimension, where distances concentrate) and 2 for the other scores.
@@ -285,13 +289,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             n_prototypes = self.n_prototypes or 10 * n_classes
             keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
         power = self._resolve_power(X.shape[1])
-        network = PrototypeAttention(
-            torch.as_tensor(keys, dtype=torch.float32),
-            torch.as_tensor(values, dtype=torch.float32),
-            self._score_function(),
-            power,
-            self.eps,
-        )
+        network = self._build_network(keys, values, torch.float32, power)
         validation = None
         if self.early_stopping:
             X, y, weight, validation = _training.validation_split(X, y, weight, self.validation_fraction, rng)
@@ -322,7 +320,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.prototypes_ = network.keys.detach().numpy().astype(np.float64)
         self.logits_ = network.values.detach().numpy().astype(np.float64)
         self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
-        self.attention_params_ = {}
+        self.attention_params_ = (
+            {name: p.detach().numpy().astype(np.float64) for name, p in network.score.named_parameters()}
+            if isinstance(network.score, nn.Module)
+            else {}
+        )
         self.power_ = float(power)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
@@ -337,15 +339,28 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             return float(self.power)
         return 2.0 * math.sqrt(max(n_features, 1)) if self.attention == "idw" else 2.0
 
-    def _score_function(self):
-        if isinstance(self.attention, str):
-            return ATTENTIONS[self.attention]
-        user_score = self.attention
+    def _build_network(self, keys, values, dtype, power, attention_params=None):
+        entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
+        if isinstance(entry, type) and issubclass(entry, nn.Module):
+            score = entry(keys.shape[1])
+            if attention_params:
+                score.load_state_dict({name: torch.as_tensor(a) for name, a in attention_params.items()})
+        elif callable(self.attention):
+            user_score = self.attention
 
-        def score(X, K, *, power, eps):
-            return user_score(X, K)
-
-        return score
+            def score(X, K, *, power, eps):
+                return user_score(X, K)
+        else:
+            score = entry
+        network = PrototypeAttention(
+            torch.as_tensor(keys, dtype=dtype),
+            torch.as_tensor(values, dtype=dtype),
+            score,
+            power,
+            self.eps,
+            softmax=self._attention_name() not in SOFTMAX_FREE,
+        )
+        return network.to(dtype)
 
     @contextlib.contextmanager
     def _unchanged_on_error(self):
@@ -369,12 +384,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.logits_, axis=1)]
 
     def _network(self, dtype, prototypes=None, logits=None):
-        return PrototypeAttention(
-            torch.as_tensor(self.prototypes_ if prototypes is None else prototypes, dtype=dtype),
-            torch.as_tensor(self.logits_ if logits is None else logits, dtype=dtype),
-            self._score_function(),
+        return self._build_network(
+            self.prototypes_ if prototypes is None else prototypes,
+            self.logits_ if logits is None else logits,
+            dtype,
             self.power_,
-            self.eps,
+            self.attention_params_,
         )
 
     def _validate_X(self, X):
@@ -424,7 +439,19 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """Attention weights of each sample over the prototypes, shape (n_samples, m).
 
         Rows sum to 1, and ``softmax(attention_weights(X) @ logits_)`` equals ``predict_proba(X)``.
+        With ``attention="relu"`` the model is not an attention model: these are the hidden ReLU
+        activations (rows do not sum to 1), and a warning says so.
         """
+        if self._attention_name() in SOFTMAX_FREE:
+            warnings.warn(
+                'attention="relu" is the fully-connected ReLU baseline, not attention: the returned '
+                "weights are ReLU activations and their rows do not sum to 1.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._weights(X)
+
+    def _weights(self, X):
         return self._in_chunks(self._validate_X(X), PrototypeAttention.weights)
 
     def explain(self, X, top_k=3):
@@ -443,7 +470,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """
         if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-        weights = self.attention_weights(X)
+        weights = self._weights(X)
         predicted = np.argmax(weights @ self.logits_, axis=1)
         contributions = weights * self.logits_[:, predicted].T
         k = min(int(top_k), weights.shape[1])

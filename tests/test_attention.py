@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoattn.attention import ATTENTIONS, idw, squared_distances
+from protoattn.attention import ATTENTIONS, SOFTMAX_FREE, ImplicitKernel, idw, relu, squared_distances
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(7, 5))
@@ -23,14 +23,14 @@ REFERENCE = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+@pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_score_matches_formula(name):
     scores = ATTENTIONS[name](torch.as_tensor(X), torch.as_tensor(K), power=P, eps=EPS)
     np.testing.assert_allclose(scores.numpy(), REFERENCE[name], rtol=1e-10, atol=1e-12)
 
 
 def test_registry_covers_the_papers_comparison_set():
-    assert set(REFERENCE) == set(ATTENTIONS)
+    assert set(REFERENCE) | {"kernel", "relu"} == set(ATTENTIONS)
 
 
 def test_squared_distances_are_never_negative():
@@ -68,3 +68,35 @@ def test_idw_with_eps_zero_stays_finite_on_a_hit():
     x = torch.zeros((1, 3))
     scores = idw(x, torch.zeros((2, 3)), power=2.0, eps=0.0)
     assert torch.isfinite(scores).all()
+
+
+def test_implicit_kernel_with_the_rbf_bandwidth_gives_dot_product_weights():
+    # Song et al.: exp(x·k/√d) = RBF(x, k; bandwidth √√d) · exp(‖x‖²/2√d) · exp(‖k‖²/2√d).
+    d = X.shape[1]
+    kernel = ImplicitKernel(d, n_components=1).double()
+    with torch.no_grad():
+        kernel.log_scales.fill_(-0.25 * np.log(d))
+    Xt, Kt = torch.as_tensor(X), torch.as_tensor(K)
+    np.testing.assert_allclose(
+        torch.softmax(kernel(Xt, Kt, power=2.0), 1).detach().numpy(),
+        torch.softmax(ATTENTIONS["dot"](Xt, Kt), 1).numpy(),
+        rtol=1e-10,
+    )
+
+
+def test_implicit_kernel_is_a_positive_mixture_with_an_lp_magnitude():
+    kernel = ImplicitKernel(X.shape[1]).double()
+    Xt, Kt = torch.as_tensor(X), torch.as_tensor(K)
+    scales = kernel.log_scales.exp().detach().numpy()
+    mixture = np.full(len(scales), 1 / len(scales))  # equal weights at initialisation
+    rbf = [np.exp(-0.5 * (((X[:, None] - K[None]) * s) ** 2).sum(-1)) for s in scales]
+    magnitude = (np.abs(K) ** 3).sum(1) ** (2 / 3)
+    expected = np.log(np.tensordot(mixture, rbf, axes=1)) + magnitude / (2 * np.sqrt(X.shape[1]))
+    np.testing.assert_allclose(kernel(Xt, Kt, power=3.0).detach().numpy(), expected, rtol=1e-10)
+    assert len({float(s[0]) for s in scales}) == len(scales)  # distinct bandwidths, so they can specialise
+
+
+def test_relu_is_the_fully_connected_baseline():
+    scores = relu(torch.as_tensor(X), torch.as_tensor(K))
+    np.testing.assert_allclose(scores.numpy(), np.maximum(DOT, 0))
+    assert "relu" in SOFTMAX_FREE

@@ -5,6 +5,7 @@ import io
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_iris, make_moons
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -273,3 +274,38 @@ def test_sample_weight_equals_repetition_for_full_batch_training(iris):
     a = IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(X, y, sample_weight=w)
     b = IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(np.repeat(X, w, 0), np.repeat(y, w))
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X))
+
+
+def _user_score(X, K):
+    return -torch.cdist(X, K)  # softmax of negative Euclidean distance
+
+
+def test_user_callable_attention_works_everywhere(iris):
+    X, y = iris
+    clf = IDWAttentionClassifier(attention=_user_score, n_prototypes=6, max_epochs=20, random_state=0).fit(X, y)
+    assert clf.score(X, y) > 0.85
+    np.testing.assert_allclose(_softmax(clf.attention_weights(X) @ clf.logits_), clf.predict_proba(X), atol=1e-12)
+    assert clf.explain(X[:5]).contributions.shape == (5, 3)
+    clf.add_prototype(X[0], 2)
+    assert clf.predict(X[:1])[0] == 2
+    np.testing.assert_array_equal(joblib.load(_roundtrip(clf)).predict(X), clf.predict(X))
+
+
+def test_kernel_attention_learns_its_kernel_and_persists_it(iris):
+    X, y = iris
+    clf = IDWAttentionClassifier(attention="kernel", n_prototypes=6, max_epochs=20, random_state=0).fit(X, y)
+    assert set(clf.attention_params_) == {"mixture_logits", "log_scales"}
+    assert clf.attention_params_["log_scales"].shape == (4, X.shape[1])
+    assert all(isinstance(a, np.ndarray) for a in clf.attention_params_.values())
+    assert not np.allclose(clf.attention_params_["mixture_logits"], 0)  # trained, not left at init
+    assert clf.score(X, y) > 0.85
+    np.testing.assert_array_equal(joblib.load(_roundtrip(clf)).predict_proba(X), clf.predict_proba(X))
+
+
+def test_relu_baseline_says_it_is_not_attention(iris):
+    X, y = iris
+    clf = IDWAttentionClassifier(attention="relu", n_prototypes=6, max_epochs=20, random_state=0).fit(X, y)
+    with pytest.warns(UserWarning, match="not attention"):
+        activations = clf.attention_weights(X)
+    assert (activations >= 0).all() and not np.allclose(activations.sum(1), 1)
+    np.testing.assert_allclose(_softmax(activations @ clf.logits_), clf.predict_proba(X), atol=1e-12)

@@ -10,6 +10,8 @@ from protoattn import IDWAttentionClassifier
         IDWAttentionClassifier(),
         IDWAttentionClassifier(attention="dot"),
         IDWAttentionClassifier(attention="cosine", n_prototypes=6, early_stopping=True),
+        IDWAttentionClassifier(attention="kernel"),
+        IDWAttentionClassifier(attention="relu"),
     ]
 )
 def test_sklearn_compatible_estimator(estimator, check):
