@@ -2,7 +2,7 @@
 
 matplotlib is imported inside the functions, so ``import protoattn`` never needs it. Each function returns
 what it drew on (a Figure, or the Axes it was given or made) and never calls ``plt.show()``. Colours are
-per class and shared by all displays; prototypes placed by ``add_prototype`` are outlined in red.
+per class and shared by all displays; prototypes placed by ``add_prototype`` are outlined in magenta.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .classifier import IDWAttentionClassifier
 
 __all__ = ["plot_attention", "plot_decision_regions", "plot_explanation", "plot_prototypes"]
 
-#: Edge colour of the prototypes placed by ``add_prototype``.
-PATCHED_COLOR = "red"
+#: Edge colour of the prototypes placed by ``add_prototype`` (no class colour is close to it).
+PATCHED_COLOR = "magenta"
 
 # Above this many rows or columns, a heatmap's ticks are left to matplotlib instead of naming each one.
 _MAX_NAMED_TICKS = 60
@@ -55,7 +55,8 @@ def _prototype_images(clf, shape, plt):
     fig, axes = plt.subplots(
         len(groups), n_cols, figsize=(0.9 * n_cols + 0.8, 1.0 * len(groups) + 0.3), squeeze=False, layout="constrained"
     )
-    vmin, vmax = clf.prototypes_.min(), clf.prototypes_.max()
+    # One grey scale for all, from the 1st to the 99th percentile: robust to a few extreme prototypes.
+    vmin, vmax = np.percentile(clf.prototypes_, [1, 99])
     for label, group, row in zip(clf.classes_, groups, axes, strict=True):
         row[0].set_ylabel(str(label), rotation=0, ha="right", va="center", fontsize=11)
         for ax in row:
@@ -83,13 +84,17 @@ def _prototype_heatmap(clf, names, plt):
     order = np.concatenate(groups)
     values = clf.prototypes_[order]
     m, d = values.shape
-    fig, ax = plt.subplots(figsize=(min(3 + 0.3 * d, 16), min(1.5 + 0.25 * m, 20)), layout="constrained")
-    if values.min() < 0 < values.max():
-        top = np.abs(values).max()
+    # Room for the rotated feature names below the rows (about 0.09 inch per character).
+    label_room = 0.09 * max(len(name) for name in names) if d <= _MAX_NAMED_TICKS else 0.5
+    fig, ax = plt.subplots(figsize=(min(3 + 0.3 * d, 16), min(1.2 + 0.3 * m + label_room, 24)), layout="constrained")
+    # Colours span the 1st to 99th percentile, so that a few extreme values do not wash out the rest.
+    low, high = np.percentile(values, [1, 99])
+    if low < 0 < high:
+        top = max(-low, high)
         image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
     else:
-        image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="prototype value")
+        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+    fig.colorbar(image, ax=ax, label="prototype value", extend="both")
     if d <= _MAX_NAMED_TICKS:
         ax.set_xticks(np.arange(d), labels=names, rotation=90)
     if m <= _MAX_NAMED_TICKS:
@@ -109,7 +114,7 @@ def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
 
     Regions come from :class:`sklearn.inspection.DecisionBoundaryDisplay`; the data are dots coloured by
     their true class, trained prototypes are diamonds with a black edge in their class's colour, and
-    prototypes placed by ``add_prototype`` (``clf.patched_prototypes_``) are stars with a red edge.
+    prototypes placed by ``add_prototype`` (``clf.patched_prototypes_``) are stars with a magenta edge.
     Prototypes outside the plotted area are counted in its lower left corner.
 
     Parameters
@@ -194,7 +199,14 @@ def _draw_prototypes(ax, clf, colors):
     px, py = clf.prototypes_.T
     outside = np.count_nonzero((px < x_low) | (px > x_high) | (py < y_low) | (py > y_high))
     if outside:
-        ax.text(0.01, 0.01, f"{outside} prototypes outside the view", transform=ax.transAxes, fontsize=8)
+        ax.text(
+            0.01,
+            0.01,
+            f"{outside} prototype{'s' if outside > 1 else ''} outside the view",
+            transform=ax.transAxes,
+            fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
+        )
 
 
 def plot_attention(clf, x, *, ax=None):
@@ -209,7 +221,7 @@ def plot_attention(clf, x, *, ax=None):
     Returns
     -------
     matplotlib.axes.Axes
-        One bar per prototype, in the order of ``clf.prototypes_``; patched prototypes have a red edge.
+        One bar per prototype, in the order of ``clf.prototypes_``; patched prototypes have a magenta edge.
     """
     _check_fitted(clf)
     row = _one_row(x)
@@ -292,6 +304,7 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
         edges.append("none")
     bars = ax.barh(np.arange(len(values)), values, color=bar_colors, edgecolor=edges, linewidth=1.5)
     ax.bar_label(bars, fmt="%+.3f", fontsize=8, padding=2)
+    ax.margins(x=0.15)  # room for the value labels at both ends
     ax.set_yticks(np.arange(len(values)), labels=labels)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)

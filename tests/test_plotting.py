@@ -25,7 +25,7 @@ from protoattn.plotting import (
 )
 
 matplotlib.use("Agg")
-RED = to_rgba(PATCHED_COLOR)
+PATCHED = to_rgba(PATCHED_COLOR)
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +73,8 @@ def test_prototype_images_one_per_prototype_in_rows_by_class(digits):
         # Each image sits in its class's row, whose first axes is labelled with the class.
         row = ax.get_subplotspec().rowspan.start
         assert str(clf.prototype_labels_[index]) == fig.axes[row * fig.axes[0].get_gridspec().ncols].get_ylabel()
-        red_frame = all(spine.get_edgecolor() == RED for spine in ax.spines.values())
-        assert red_frame == clf.patched_prototypes_[index]
+        framed = all(spine.get_edgecolor() == PATCHED for spine in ax.spines.values())
+        assert framed == clf.patched_prototypes_[index]
     assert sum(clf.patched_prototypes_) == 1
 
 
@@ -91,8 +91,8 @@ def test_prototype_heatmap_rows_sorted_by_class_with_feature_names():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["alcohol", "malic", "ash", "alcalinity"]
     rows = [t.get_text() for t in ax.get_yticklabels()]
     assert rows == [f"#{i}  {clf.prototype_labels_[i]}" for i in order]
-    red_rows = [t.get_text() for t in ax.get_yticklabels() if to_rgba(t.get_color()) == RED]
-    assert red_rows == [f"#{len(clf.prototypes_) - 1}  2"]
+    marked_rows = [t.get_text() for t in ax.get_yticklabels() if to_rgba(t.get_color()) == PATCHED]
+    assert marked_rows == [f"#{len(clf.prototypes_) - 1}  2"]
     named = plot_prototypes(clf, feature_names=["a", "b", "c", "d"]).axes[0]
     assert [t.get_text() for t in named.get_xticklabels()] == ["a", "b", "c", "d"]
 
@@ -107,8 +107,8 @@ def test_decision_regions_mark_data_prototypes_and_patches(patched, moons):
     np.testing.assert_array_equal(trained.get_offsets(), clf.prototypes_[~clf.patched_prototypes_])
     stars = _scatter(ax, "patched prototypes")
     np.testing.assert_array_equal(stars.get_offsets(), [[0.0, 1.0], [1.0, 0.0]])
-    assert all(tuple(edge) == RED for edge in stars.get_edgecolors())
-    assert not any(tuple(edge) == RED for edge in trained.get_edgecolors())
+    assert all(tuple(edge) == PATCHED for edge in stars.get_edgecolors())
+    assert not any(tuple(edge) == PATCHED for edge in trained.get_edgecolors())
     # Each class has one colour: its region, its dots, its prototypes.
     dots = np.array([_scatter(ax, str(label)).get_facecolors()[0] for label in clf.classes_])
     np.testing.assert_allclose(stars.get_facecolors(), dots[[1, 0]])
@@ -135,7 +135,7 @@ def test_prototypes_outside_the_view_are_counted(moons):
     far = clone(clf).fit(X, y)
     far.add_prototype([40.0, 40.0], 0)
     ax = plot_decision_regions(far, X, y)
-    assert [t.get_text() for t in ax.texts] == ["1 prototypes outside the view"]
+    assert [t.get_text() for t in ax.texts] == ["1 prototype outside the view"]
     assert not plot_decision_regions(clf, X, y).texts
 
 
@@ -144,8 +144,8 @@ def test_attention_bars_are_the_weights(patched, moons):
     ax = plot_attention(patched, X[3])
     heights = [bar.get_height() for bar in ax.patches]
     np.testing.assert_allclose(heights, patched.attention_weights(X[3:4])[0])
-    red = [to_rgba(bar.get_edgecolor()) == RED for bar in ax.patches]
-    assert red == patched.patched_prototypes_.tolist()
+    marked = [to_rgba(bar.get_edgecolor()) == PATCHED for bar in ax.patches]
+    assert marked == patched.patched_prototypes_.tolist()
     assert ax.get_title() == f"predicted {patched.predict(X[3:4])[0]}"
 
 
@@ -171,7 +171,7 @@ def test_explanation_with_images_shows_the_input_and_top_prototypes(digits):
     for image, index in zip(images[1:], e.prototype_indices[0], strict=True):
         np.testing.assert_array_equal(image, clf.prototypes_[index].reshape(8, 8))
     assert len(fig.axes[-1].patches) == 5
-    # X[0] was patched to class 1, so the patched prototype explains it and is framed in red.
+    # X[0] was patched to class 1, so the patched prototype explains it and is framed in the patched colour.
     assert e.predicted[0] == 1 and clf.patched_prototypes_[e.prototype_indices[0, 0]]
 
 
