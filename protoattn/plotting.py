@@ -173,7 +173,7 @@ def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
 
 
 def _draw_prototypes(ax, clf, colors):
-    prototype_colors = colors[np.argmax(clf.logits_, axis=1)]
+    prototype_colors = colors[_prototype_codes(clf)]
     trained, patched = ~clf.patched_prototypes_, clf.patched_prototypes_
     if trained.any():
         ax.scatter(
@@ -234,11 +234,10 @@ def plot_attention(clf, x, *, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3), layout="constrained")
     colors = _class_colors(len(clf.classes_))
-    codes = np.argmax(clf.logits_, axis=1)
     ax.bar(
         np.arange(len(weights)),
         weights,
-        color=colors[codes],
+        color=colors[_prototype_codes(clf)],
         edgecolor=[PATCHED_COLOR if p else "none" for p in clf.patched_prototypes_],
         linewidth=1.5,
     )
@@ -295,7 +294,7 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
     ]
     values = list(contributions)
     colors = _class_colors(len(clf.classes_))
-    bar_colors = list(colors[np.argmax(clf.logits_[indices], axis=1)])
+    bar_colors = list(colors[_prototype_codes(clf)[indices]])
     edges = [PATCHED_COLOR if clf.patched_prototypes_[i] else "none" for i in indices]
     if m > k:
         labels.append(f"the other {m - k} prototypes")
@@ -324,9 +323,10 @@ def _draw_explanation_images(axes, clf, x, e, shape):
         ax.set_title(f"#{i} class {label}\nweight {w:.2f}", fontsize=9)
         if clf.patched_prototypes_[i]:
             _mark_patched(ax)
-    for name in ["input", *[f"p{j}" for j in range(len(e.prototype_indices[0]))]]:
-        axes[name].set_xticks([])
-        axes[name].set_yticks([])
+    for name, ax in axes.items():
+        if name != "bars":
+            ax.set_xticks([])
+            ax.set_yticks([])
 
 
 # ------------------------------------------------------------------ helpers
@@ -358,9 +358,14 @@ def _class_colors(n_classes):
     return colormaps["turbo"](np.linspace(0, 1, n_classes))
 
 
+def _prototype_codes(clf):
+    """Each prototype's class as an index into ``clf.classes_`` (``prototype_labels_`` as codes)."""
+    return np.argmax(clf.logits_, axis=1)
+
+
 def _groups_by_class(clf):
     """Indices of the prototypes of each class, in the order of ``clf.classes_``."""
-    codes = np.argmax(clf.logits_, axis=1)
+    codes = _prototype_codes(clf)
     return [np.flatnonzero(codes == c) for c in range(len(clf.classes_))]
 
 
