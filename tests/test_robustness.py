@@ -1,0 +1,257 @@
+"""Bad input gets a clear error and changes nothing; training and prediction stay finite at the extremes."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.datasets import load_iris
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
+
+from protoattn import ATTENTIONS, IDWAttentionClassifier
+from protoattn.classifier import DISTANCE_ATTENTIONS
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture(scope="module")
+def fitted(iris):
+    X, y = iris
+    return IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+
+
+def _state(clf, X):
+    return clf.prototypes_.copy(), clf.logits_.copy(), clf.patched_prototypes_.copy(), clf.predict_proba(X)
+
+
+def _assert_same_state(before, clf, X):
+    for a, b in zip(before, _state(clf, X), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+BAD_X = {
+    "NaN": (np.full((2, 4), np.nan), ValueError, "Input X contains NaN"),
+    "inf": (np.full((2, 4), np.inf), ValueError, "Input X contains infinity"),
+    "wrong width": (np.zeros((2, 3)), ValueError, "X has 3 features, but .* expecting 4"),
+    "empty": (np.zeros((0, 4)), ValueError, "0 sample"),
+    "1-D": (np.zeros(4), ValueError, "(?s)Expected 2D array.*reshape"),
+    "3-D": (np.zeros((2, 4, 1)), ValueError, "dim 3"),
+    "strings": ([["a", 1.0, 2.0, 3.0]], ValueError, "X must be numeric.*OneHotEncoder"),
+    "sparse": (sp.csr_matrix(np.ones((2, 4))), TypeError, "Sparse data was passed for X.*toarray"),
+}
+PREDICTING = ["predict", "predict_proba", "predict_log_proba", "decision_function", "attention_weights", "explain"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_X))
+@pytest.mark.parametrize("method", PREDICTING)
+def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, method, case):
+    X, _ = iris
+    bad, error, message = BAD_X[case]
+    before = _state(fitted, X)
+    with pytest.raises(error, match=message):
+        getattr(fitted, method)(bad)
+    _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda X, y: (X.astype(object).tolist()[:-1] + [["a"] * 4], y), ValueError, "X must be numeric"),
+        (lambda X, y: (sp.csr_matrix(X), y), TypeError, "Sparse data"),
+        (lambda X, y: (np.where(X > 2, np.nan, X), y), ValueError, "Input X contains NaN"),
+        (lambda X, y: (X, np.where(y == 0, np.nan, y)), ValueError, "Input y contains NaN"),
+        (lambda X, y: (X, X[:, 0]), ValueError, "Unknown label type"),
+        (lambda X, y: (X, np.zeros(len(y))), ValueError, "at least 2 classes"),
+        (lambda X, y: (X, y[:-1]), ValueError, "inconsistent numbers of samples"),
+        (lambda X, y: (X[:0], y[:0]), ValueError, "0 sample"),
+        (lambda X, y: (X * 1e20, y), ValueError, "too large for training.*StandardScaler"),
+    ],
+)
+def test_bad_training_data_is_refused_and_a_refit_changes_nothing(fitted, iris, change, error, message):
+    X, y = iris
+    clf = copy.deepcopy(fitted)
+    before = _state(clf, X)
+    with pytest.raises(error, match=message):
+        clf.fit(*change(X, y))
+    _assert_same_state(before, clf, X)
+
+
+def test_negative_sample_weight_is_refused(fitted, iris):
+    X, y = iris
+    clf = copy.deepcopy(fitted)
+    before = _state(clf, X)
+    with pytest.raises(ValueError, match="sample_weight"):
+        clf.fit(X, y, sample_weight=-np.ones(len(y)))
+    _assert_same_state(before, clf, X)
+
+
+def test_learning_rate_that_overflows_training_is_refused_by_name(fitted, iris):
+    X, y = iris
+    clf = copy.deepcopy(fitted)
+    before = _state(clf, X)
+    with pytest.raises(ValueError, match="learning_rate=1e\\+38 is too large"):
+        clf.set_params(learning_rate=1e38).fit(X, y)
+    _assert_same_state(before, clf, X)
+
+
+@pytest.mark.parametrize(
+    "x, y, kwargs, error, message",
+    [
+        (["a", 0.0, 0.0, 0.0], 0, {}, ValueError, "x must be numeric"),
+        (sp.csr_matrix(np.zeros((1, 4))), 0, {}, TypeError, "Sparse data"),
+        (np.zeros(0), 0, {}, ValueError, "0 feature"),
+        (None, 0, {}, ValueError, "x must be one sample of 4 features"),
+        (np.zeros(4), None, {}, ValueError, "Unknown label None"),
+        (np.zeros(4), 0, {"replace": True}, ValueError, "replace"),
+        (np.zeros(4), 0, {"margin": "1"}, ValueError, "margin"),
+        (np.zeros(4), 0, {"margin": np.inf}, ValueError, "margin"),
+    ],
+)
+def test_more_bad_add_prototype_input_changes_nothing(fitted, iris, x, y, kwargs, error, message):
+    X, _ = iris
+    before = _state(fitted, X)
+    with pytest.raises(error, match=message):
+        fitted.add_prototype(x, y, **kwargs)
+    _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize("indices", [[[0]], None, np.array([0.0]), [True]])
+def test_more_bad_remove_prototypes_input_changes_nothing(fitted, iris, indices):
+    X, _ = iris
+    before = _state(fitted, X)
+    with pytest.raises(TypeError, match="indices must be integers"):
+        fitted.remove_prototypes(indices)
+    _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "3", None])
+def test_bad_top_k_is_named(fitted, iris, top_k):
+    X, _ = iris
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        fitted.explain(X, top_k=top_k)
+
+
+# ------------------------------------------------------------------------------------ divergence
+
+
+def test_diverging_training_keeps_finite_parameters_and_says_how_to_fix(iris):
+    X, y = iris
+    with pytest.warns(ConvergenceWarning, match="diverged.*Lower learning_rate"):
+        clf = IDWAttentionClassifier(learning_rate=1e30, max_epochs=5, random_state=0).fit(X, y)
+    assert clf.n_iter_ < 5 and np.all(np.isfinite(clf.loss_curve_))
+    assert np.all(np.isfinite(clf.prototypes_)) and np.all(np.isfinite(clf.logits_))
+    assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+# -------------------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.0, 1e-3])
+@pytest.mark.parametrize("power", [0.5, 400.0])
+@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+def test_scores_weights_and_gradients_stay_finite_on_hits_and_far_away(name, power, eps, dtype):
+    keys = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1e6]], dtype=dtype, requires_grad=True)
+    queries = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1e6, 1e6], [-3e6, 2.0]], dtype=dtype)
+    scores = ATTENTIONS[name](queries, keys, power=power, eps=eps)
+    weights = torch.softmax(scores, 1)
+    assert torch.isfinite(scores).all() and torch.isfinite(weights).all()
+    (weights * torch.arange(3, dtype=dtype)).sum().backward()
+    assert torch.isfinite(keys.grad).all()
+
+
+@st.composite
+def problems(draw):
+    """Small classification problems over shapes, feature scales, dtypes and every attention."""
+    n_classes = draw(st.integers(2, 3))
+    n_features = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    y = np.arange(n_classes * draw(st.integers(2, 6))) % n_classes
+    X = rng.normal(size=(len(y), n_features)) + y[:, None]
+    if draw(st.booleans()):
+        X[:, 0] = 1.5  # a constant feature
+    if draw(st.booleans()):
+        X, y = np.concatenate([X, X]), np.concatenate([y, y])  # every row twice
+    X = (X * 10.0 ** draw(st.integers(-6, 6))).astype(draw(st.sampled_from([np.float32, np.float64])))
+    params = {
+        "attention": draw(st.sampled_from(sorted(ATTENTIONS))),
+        "power": draw(st.sampled_from([0.5, 400.0]) | st.floats(0.5, 400.0)),
+        "eps": draw(st.sampled_from([0.0, 1e-3])),
+        "n_prototypes": draw(st.integers(1, 6)),
+    }
+    return X, y, params
+
+
+def _fit(X, y, params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # k-means on duplicates, diverging epochs
+        return IDWAttentionClassifier(max_epochs=2, random_state=0, **params).fit(X, y)
+
+
+def _queries(clf, X):
+    """Training rows, every prototype exactly, far-away points and a midpoint, in X's dtype."""
+    return np.vstack([X, clf.prototypes_, 100 * X[:3], (X[:1] + X[-1:]) / 2]).astype(X.dtype)
+
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
+
+
+@SETTINGS
+@given(problems())
+def test_probabilities_are_finite_consistent_and_decompose(problem):
+    X, y, params = problem
+    clf = _fit(X, y, params)
+    assert np.all(np.isfinite(clf.prototypes_)) and np.all(np.isfinite(clf.logits_))
+    Q = _queries(clf, X)
+    proba = clf.predict_proba(Q)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    # predict is the most probable class; where two classes tie up to rounding, either one.
+    predicted = clf.predict(Q)
+    top = np.sort(proba, axis=1)
+    clear = top[:, -1] - top[:, -2] > 1e-12
+    np.testing.assert_array_equal(predicted[clear], clf.classes_[proba.argmax(1)][clear])
+    chosen = proba[np.arange(len(Q)), np.searchsorted(clf.classes_, predicted)]
+    np.testing.assert_allclose(chosen, top[:, -1], atol=1e-12)
+    # The decomposition: probabilities are the softmax of attention-weighted prototype logits.
+    weights = clf.attention_weights(Q)
+    tolerance = 1e-4 if X.dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=tolerance)
+    np.testing.assert_allclose(_softmax(weights @ clf.logits_), proba, atol=tolerance)
+    explanation = clf.explain(Q, top_k=len(clf.prototypes_))
+    np.testing.assert_allclose(explanation.contributions.sum(1), (weights @ clf.logits_).max(1), atol=tolerance)
+
+
+@SETTINGS
+@given(problems(), st.sampled_from(["row", "midpoint", "far"]))
+def test_add_prototype_flips_its_point(problem, where):
+    X, y, params = problem
+    clf = _fit(X, y, params)
+    x = {"row": X[1], "midpoint": (X[0] + X[-1]) / 2, "far": 100 * X[0]}[where].astype(np.float64)
+    target = clf.classes_[clf.predict_proba([x])[0].argmin()]
+    before = _state(clf, X)
+    try:
+        clf.add_prototype(x, target)
+    except ValueError as error:
+        # A dot-product score can give the new key too little weight at x; distances never do.
+        assert params["attention"] not in DISTANCE_ATTENTIONS and "Cannot patch" in str(error)
+        _assert_same_state(before, clf, X)
+        return
+    assert clf.predict([x])[0] == target
+    assert clf.patched_prototypes_[-1] and np.all(np.isfinite(clf.logits_))
