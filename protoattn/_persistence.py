@@ -204,7 +204,7 @@ def load(cls, file):
     try:
         params = {name: _decode(value, arrays) for name, value in metadata["params"].items()}
         attributes = {name: _decode(value, arrays) for name, value in metadata["attributes"].items()}
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+    except Exception as error:  # a missing key, a wrong type, an unknown tag, nesting too deep
         raise _invalid(file, f"its metadata is malformed ({error!r})") from error
     unknown = set(params) - set(cls().get_params(deep=False))
     if unknown:

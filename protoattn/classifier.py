@@ -382,7 +382,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _validate_X(self, X):
         check_is_fitted(self)
         with _numeric("X"):
-            return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return _with_positive_strides(X)
 
     def _in_chunks(self, X, compute, prototypes=None, logits=None):
         """``compute(network, X_chunk)`` over row chunks of a validated X, as float64 numpy.
@@ -447,25 +448,34 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
         X = self._validate_X(X)
-        k = min(int(top_k), len(self.prototypes_))
-        # In row chunks, so that memory grows with top_k, not with the number of prototypes.
-        rows = max(1, _CHUNK_ELEMENTS // len(self.prototypes_))
-        parts = [self._explain_rows(X[i : i + rows], k) for i in range(0, len(X), rows)]
-        return Explanation(*(np.concatenate(field) for field in zip(*parts, strict=True)))
+        n, k = len(X), min(int(top_k), len(self.prototypes_))
+        explanation = Explanation(
+            predicted=np.empty(n, dtype=self.classes_.dtype),
+            logit=np.empty(n),
+            prototype_indices=np.empty((n, k), dtype=np.intp),
+            prototype_labels=np.empty((n, k), dtype=self.classes_.dtype),
+            weights=np.empty((n, k)),
+            contributions=np.empty((n, k)),
+        )
+        # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
+        # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
+        # key), so it has a quarter of prediction's rows.
+        rows = max(1, _CHUNK_ELEMENTS // (4 * len(self.prototypes_)))
+        for start in range(0, n, rows):
+            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows))
+        return explanation
 
-    def _explain_rows(self, X, k):
+    def _explain_rows(self, X, out, rows):
         weights = self._in_chunks(X, PrototypeAttention.weights)
         predicted = np.argmax(weights @ self.logits_, axis=1)
         contributions = weights * self.logits_[:, predicted].T
-        order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-        return (
-            self.classes_[predicted],
-            contributions.sum(axis=1),
-            order,
-            self.prototype_labels_[order],
-            np.take_along_axis(weights, order, axis=1),
-            np.take_along_axis(contributions, order, axis=1),
-        )
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, : out.weights.shape[1]]
+        out.predicted[rows] = self.classes_[predicted]
+        out.logit[rows] = contributions.sum(axis=1)
+        out.prototype_indices[rows] = order
+        out.prototype_labels[rows] = self.prototype_labels_[order]
+        out.weights[rows] = np.take_along_axis(weights, order, axis=1)
+        out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
 
     # ---------------------------------------------------------------- patch
 
@@ -558,7 +568,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if np.ndim(x) != 2 or np.shape(x)[0] != 1:
             raise ValueError(f"x must be one sample of {self.n_features_in_} features, got shape {np.shape(x)}.")
         with _numeric("x"):
-            return validate_data(self, x, reset=False, dtype=np.float64)
+            x = validate_data(self, x, reset=False, dtype=np.float64)
+        return _with_positive_strides(x)
 
     def _class_index(self, y):
         if np.ndim(y) != 0:
@@ -657,6 +668,11 @@ def _numeric(argument):
             f"{argument} must be numeric: {error}. Encode text and categorical columns first, e.g. with "
             "sklearn.preprocessing.OneHotEncoder in a pipeline."
         ) from error
+
+
+def _with_positive_strides(X):
+    # torch cannot wrap a reversed view such as X[::-1]; copying one is rare and cheap next to predicting.
+    return X if min(X.strides) >= 0 else X.copy()
 
 
 def _check_trainable_scale(X):

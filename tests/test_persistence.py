@@ -11,24 +11,10 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.datasets import load_iris
 from sklearn.exceptions import NotFittedError
-from sklearn.preprocessing import StandardScaler
 
 import protoattn
 from protoattn import IDWAttentionClassifier, InconsistentVersionWarning
-
-
-@pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
-def fitted(iris):
-    X, y = iris
-    return IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
 
 
 def _saved(clf):
