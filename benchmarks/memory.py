@@ -7,7 +7,7 @@ minus the RSS just before the call: the memory the call needs on top of X and th
 earlier moment of the process (imports, building X) peaked higher, the number is an upper bound.
 The output of ``attention_weights`` is n x m float64 by definition; its size is listed apart.
 
-Run from the repository root (Linux; takes about a minute and 2-3 GB)::
+Run from the repository root (Linux; a few minutes, up to about 3.5 GB of memory)::
 
     .venv/bin/python benchmarks/memory.py [--rows 1000000] [--calls predict ...] [--dtypes float64 ...]
 """

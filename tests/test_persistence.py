@@ -354,3 +354,12 @@ def test_pickle_from_another_version_warns_on_unpickle(fitted, iris, monkeypatch
     assert "_protoattn_version" not in vars(loaded)
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
     assert issubclass(InconsistentVersionWarning, UserWarning)
+
+
+def test_pickle_that_records_no_version_warns(fitted):
+    state = fitted.__getstate__()
+    del state["_protoattn_version"]
+    clf = IDWAttentionClassifier.__new__(IDWAttentionClassifier)
+    with pytest.warns(InconsistentVersionWarning, match="made by protoattn unknown"):
+        clf.__setstate__(state)
+    np.testing.assert_array_equal(clf.prototypes_, fitted.prototypes_)

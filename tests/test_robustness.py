@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
@@ -160,26 +160,40 @@ def test_scores_weights_and_gradients_stay_finite_on_hits_and_far_away(name, pow
     assert torch.isfinite(keys.grad).all()
 
 
-@st.composite
-def problems(draw):
-    """Small classification problems over shapes, feature scales, dtypes and every attention."""
-    n_classes = draw(st.integers(2, 3))
-    n_features = draw(st.integers(1, 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    y = np.arange(n_classes * draw(st.integers(2, 6))) % n_classes
-    X = rng.normal(size=(len(y), n_features)) + y[:, None]
-    if draw(st.booleans()):
-        X[:, 0] = 1.5  # a constant feature
-    if draw(st.booleans()):
-        X, y = np.concatenate([X, X]), np.concatenate([y, y])  # every row twice
-    X = (X * 10.0 ** draw(st.integers(-6, 6))).astype(draw(st.sampled_from([np.float32, np.float64])))
-    params = {
-        "attention": draw(st.sampled_from(sorted(ATTENTIONS))),
-        "power": draw(st.sampled_from([0.5, 400.0]) | st.floats(0.5, 400.0)),
-        "eps": draw(st.sampled_from([0.0, 1e-3])),
-        "n_prototypes": draw(st.integers(1, 6)),
-    }
-    return X, y, params
+def _problem(seed, n_classes, n_features, per_class, constant, twice, scale, dtype, **params):
+    """A small classification problem with X in ``dtype`` at ``scale``, and the estimator's params."""
+    y = np.arange(n_classes * per_class) % n_classes
+    X = np.random.default_rng(seed).normal(size=(len(y), n_features)) + y[:, None]
+    if constant:
+        X[:, 0] = 1.5
+    if twice:  # every row duplicated
+        X, y = np.concatenate([X, X]), np.concatenate([y, y])
+    return (X * scale).astype(dtype), y, params
+
+
+problems = st.builds(
+    _problem,
+    seed=st.integers(0, 2**16),
+    n_classes=st.integers(2, 3),
+    n_features=st.integers(1, 5),
+    per_class=st.integers(2, 6),
+    constant=st.booleans(),
+    twice=st.booleans(),
+    scale=st.integers(-6, 6).map(lambda exponent: 10.0**exponent),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    attention=st.sampled_from(sorted(ATTENTIONS)),
+    power=st.sampled_from([0.5, 400.0]) | st.floats(0.5, 400.0),
+    eps=st.sampled_from([0.0, 1e-3]),
+    n_prototypes=st.integers(1, 6),
+)
+# The corners, always tried: extreme powers and scales, both dtypes, duplicates and a constant feature.
+EXTREMES = [
+    _problem(0, 3, 5, 4, True, True, 1e6, np.float32, attention="neg_dist", power=400.0, eps=0.0, n_prototypes=6),
+    _problem(1, 2, 3, 5, False, False, 1e-6, np.float64, attention="idw", power=0.5, eps=1e-3, n_prototypes=4),
+    _problem(2, 2, 4, 3, True, False, 1e-6, np.float32, attention="inv_dist", power=400.0, eps=0.0, n_prototypes=6),
+    _problem(3, 3, 2, 3, False, True, 1e6, np.float64, attention="gaussian", power=400.0, eps=1e-3, n_prototypes=3),
+    _problem(4, 3, 5, 4, False, False, 1e6, np.float32, attention="expressive", power=2.0, eps=1e-3, n_prototypes=6),
+]
 
 
 def _fit(X, y, params):
@@ -197,7 +211,12 @@ SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=N
 
 
 @SETTINGS
-@given(problems())
+@given(problems)
+@example(EXTREMES[0])
+@example(EXTREMES[1])
+@example(EXTREMES[2])
+@example(EXTREMES[3])
+@example(EXTREMES[4])
 def test_probabilities_are_finite_consistent_and_decompose(problem):
     X, y, params = problem
     clf = _fit(X, y, params)
@@ -223,7 +242,12 @@ def test_probabilities_are_finite_consistent_and_decompose(problem):
 
 
 @SETTINGS
-@given(problems(), st.sampled_from(["row", "midpoint", "far"]))
+@given(problems, st.sampled_from(["row", "midpoint", "far"]))
+@example(EXTREMES[0], "far")
+@example(EXTREMES[1], "midpoint")
+@example(EXTREMES[2], "row")
+@example(EXTREMES[3], "far")
+@example(EXTREMES[4], "row")
 def test_add_prototype_flips_its_point(problem, where):
     X, y, params = problem
     clf = _fit(X, y, params)
