@@ -4,9 +4,10 @@ The estimator :class:`IDWAttentionClassifier` implements inverse distance weight
 (McCarter, "Inverse distance weighting attention", arXiv:2310.18805) behind the scikit-learn API.
 """
 
+from ._persistence import InconsistentVersionWarning
 from .attention import ATTENTIONS
 from .classifier import Explanation, IDWAttentionClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["ATTENTIONS", "Explanation", "IDWAttentionClassifier", "__version__"]
+__all__ = ["ATTENTIONS", "Explanation", "IDWAttentionClassifier", "InconsistentVersionWarning", "__version__"]

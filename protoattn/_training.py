@@ -142,6 +142,13 @@ def train(
     # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread: the
     # trajectory is then the same whatever the units of the features.
     spread = float(X.std(0).pow(2).mean().sqrt()) or 1.0
+    # Adam's first step is learning_rate / (1 - beta1) = 10 learning rates; torch refuses (with an
+    # obscure RuntimeError) a step that does not fit the parameters' dtype.
+    if 10 * learning_rate * max(spread, 1.0) >= torch.finfo(X.dtype).max:
+        raise ValueError(
+            f"learning_rate={learning_rate:g} is too large: Adam's first step overflows {X.dtype}. "
+            "Use a learning_rate near the default 0.1."
+        )
     groups = [
         {"params": [network.keys], "lr": learning_rate * spread},
         {"params": [p for name, p in network.named_parameters() if name != "keys"]},

@@ -49,6 +49,12 @@ def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
     return squared_distances(X, K).clamp_(min=torch.finfo(X.dtype).tiny).log_()
 
 
+def _capped_exp(log_scores: Tensor) -> Tensor:
+    # Capped a factor e below the largest float: scores that would overflow (a huge power, a far
+    # query, eps = 0 on a hit) stay finite, so softmax never computes inf - inf and gradients stay finite.
+    return torch.exp(log_scores.clamp_(max=math.log(torch.finfo(log_scores.dtype).max) - 1.0))
+
+
 def idw(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Inverse distance weighting: ``-log(eps + ‖x - k‖^p)`` (McCarter 2023, eq. 2).
 
@@ -64,17 +70,17 @@ def idw(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tenso
 
 def inv_dist(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Inverse distance used directly as a score: ``1 / (eps + ‖x - k‖^p)`` (McCarter 2023)."""
-    return torch.exp(idw(X, K, power=power, eps=eps))
+    return _capped_exp(idw(X, K, power=power, eps=eps))
 
 
 def neg_dist(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Negative distance: ``-‖x - k‖^p`` (McCarter 2023)."""
-    return -torch.exp(_log_sq_distances(X, K).mul_(0.5 * power))
+    return -_capped_exp(_log_sq_distances(X, K).mul_(0.5 * power))
 
 
 def gaussian(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Gaussian similarity: ``exp(-½ ‖x - k‖^p)`` (McCarter 2023)."""
-    return torch.exp(-0.5 * torch.exp(_log_sq_distances(X, K).mul_(0.5 * power)))
+    return torch.exp(-0.5 * _capped_exp(_log_sq_distances(X, K).mul_(0.5 * power)))
 
 
 def dot(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:

@@ -17,7 +17,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
-from . import _training
+from . import _persistence, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -262,7 +262,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self : IDWAttentionClassifier
         """
         with self._unchanged_on_error():
-            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+            with _numeric("X"):
+                X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+            _check_trainable_scale(X)
             check_classification_targets(y)
             classes, y_codes = np.unique(y, return_inverse=True)
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
@@ -394,7 +396,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _validate_X(self, X):
         check_is_fitted(self)
-        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        with _numeric("X"):
+            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return _with_positive_strides(X)
 
     def _in_chunks(self, X, compute, prototypes=None, logits=None):
         """``compute(network, X_chunk)`` over row chunks of a validated X, as float64 numpy.
@@ -470,19 +474,35 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """
         if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
-        weights = self._weights(X)
+        X = self._validate_X(X)
+        n, k = len(X), min(int(top_k), len(self.prototypes_))
+        explanation = Explanation(
+            predicted=np.empty(n, dtype=self.classes_.dtype),
+            logit=np.empty(n),
+            prototype_indices=np.empty((n, k), dtype=np.intp),
+            prototype_labels=np.empty((n, k), dtype=self.classes_.dtype),
+            weights=np.empty((n, k)),
+            contributions=np.empty((n, k)),
+        )
+        # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
+        # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
+        # key), so it has a quarter of prediction's rows.
+        rows = max(1, _CHUNK_ELEMENTS // (4 * len(self.prototypes_)))
+        for start in range(0, n, rows):
+            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows))
+        return explanation
+
+    def _explain_rows(self, X, out, rows):
+        weights = self._in_chunks(X, PrototypeAttention.weights)
         predicted = np.argmax(weights @ self.logits_, axis=1)
         contributions = weights * self.logits_[:, predicted].T
-        k = min(int(top_k), weights.shape[1])
-        order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-        return Explanation(
-            predicted=self.classes_[predicted],
-            logit=contributions.sum(axis=1),
-            prototype_indices=order,
-            prototype_labels=self.prototype_labels_[order],
-            weights=np.take_along_axis(weights, order, axis=1),
-            contributions=np.take_along_axis(contributions, order, axis=1),
-        )
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, : out.weights.shape[1]]
+        out.predicted[rows] = self.classes_[predicted]
+        out.logit[rows] = contributions.sum(axis=1)
+        out.prototype_indices[rows] = order
+        out.prototype_labels[rows] = self.prototype_labels_[order]
+        out.weights[rows] = np.take_along_axis(weights, order, axis=1)
+        out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
 
     # ---------------------------------------------------------------- patch
 
@@ -574,7 +594,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             x = np.reshape(np.asarray(x), (1, -1))
         if np.ndim(x) != 2 or np.shape(x)[0] != 1:
             raise ValueError(f"x must be one sample of {self.n_features_in_} features, got shape {np.shape(x)}.")
-        return validate_data(self, x, reset=False, dtype=np.float64)
+        with _numeric("x"):
+            x = validate_data(self, x, reset=False, dtype=np.float64)
+        return _with_positive_strides(x)
 
     def _class_index(self, y):
         if np.ndim(y) != 0:
@@ -588,6 +610,106 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+    # -------------------------------------------------------------- persist
+
+    def save(self, path):
+        """Save the fitted model to a file that holds only data: arrays and JSON, no pickle.
+
+        Loading a pickle (or joblib) file runs code named in it; loading this file with :meth:`load`
+        runs nothing from it, so a model from someone else is safe to open. The file records the
+        hyperparameters, every fitted attribute, the classes, feature names and the protoattn
+        version, with a SHA-256 of each part.
+
+        Parameters
+        ----------
+        path : str, path-like or writable binary file object
+            Where to write. An existing file is replaced only once the new one is complete.
+
+        Raises
+        ------
+        TypeError
+            When ``attention`` is a Python function (code cannot be saved as data), or an attribute
+            holds values other than numbers, strings and arrays of them.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from sklearn.datasets import load_iris
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+        >>> path = os.path.join(tempfile.mkdtemp(), "iris.protoattn")
+        >>> clf.save(path)
+        >>> same = IDWAttentionClassifier.load(path)
+        >>> bool((same.predict_proba(X) == clf.predict_proba(X)).all())
+        True
+        """
+        _persistence.save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model written by :meth:`save`, executing nothing from the file.
+
+        Every array's SHA-256, dtype, shape and finiteness and the hyperparameters are checked
+        before the model is returned.
+
+        Parameters
+        ----------
+        path : str, path-like or readable binary file object
+
+        Returns
+        -------
+        IDWAttentionClassifier
+
+        Raises
+        ------
+        ValueError
+            When the file is not a protoattn model file, or is truncated, corrupted or edited.
+
+        Warns
+        -----
+        InconsistentVersionWarning
+            When another protoattn version saved the model.
+        """
+        return _persistence.load(cls, path)
+
+    def __getstate__(self):
+        # Recorded so that unpickling under another protoattn version warns.
+        return dict(super().__getstate__(), _protoattn_version=_persistence.library_version())
+
+    def __setstate__(self, state):
+        state = dict(state)
+        _persistence.warn_if_other_version(type(self).__name__, state.pop("_protoattn_version", "unknown"))
+        super().__setstate__(state)
+
+
+@contextlib.contextmanager
+def _numeric(argument):
+    """Name the argument and the fix when numpy cannot turn its values into numbers."""
+    try:
+        yield
+    except ValueError as error:
+        if "could not convert" not in str(error):
+            raise
+        raise ValueError(
+            f"{argument} must be numeric: {error}. Encode text and categorical columns first, e.g. with "
+            "sklearn.preprocessing.OneHotEncoder in a pipeline."
+        ) from error
+
+
+def _with_positive_strides(X):
+    # torch cannot wrap a reversed view such as X[::-1]; copying one is rare and cheap next to predicting.
+    return X if min(X.strides) >= 0 else X.copy()
+
+
+def _check_trainable_scale(X):
+    # Training runs in float32, where squared distances, at most n_features * (2 max|x|)^2, must fit.
+    largest = max(abs(float(X.max())), abs(float(X.min())))
+    if 2 * largest * math.sqrt(X.shape[1]) >= math.sqrt(np.finfo(np.float32).max):
+        raise ValueError(
+            f"X has values up to {largest:.3g} in magnitude: too large for training, which runs in float32 "
+            "(squared distances would overflow). Scale the features, e.g. with sklearn.preprocessing.StandardScaler."
+        )
 
 
 def _logsumexp(logits):

@@ -1,0 +1,265 @@
+"""Bad input gets a clear error and changes nothing; training and prediction stay finite at the extremes."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from sklearn.exceptions import ConvergenceWarning
+
+from protoattn import ATTENTIONS, IDWAttentionClassifier
+from protoattn.classifier import DISTANCE_ATTENTIONS
+
+
+def _state(clf, X):
+    return clf.prototypes_.copy(), clf.logits_.copy(), clf.patched_prototypes_.copy(), clf.predict_proba(X)
+
+
+def _assert_same_state(before, clf, X):
+    for a, b in zip(before, _state(clf, X), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+BAD_X = {
+    "NaN": (np.full((2, 4), np.nan), ValueError, "Input X contains NaN"),
+    "inf": (np.full((2, 4), np.inf), ValueError, "Input X contains infinity"),
+    "wrong width": (np.zeros((2, 3)), ValueError, "X has 3 features, but .* expecting 4"),
+    "empty": (np.zeros((0, 4)), ValueError, "0 sample"),
+    "1-D": (np.zeros(4), ValueError, "(?s)Expected 2D array.*reshape"),
+    "3-D": (np.zeros((2, 4, 1)), ValueError, "dim 3"),
+    "strings": ([["a", 1.0, 2.0, 3.0]], ValueError, "X must be numeric.*OneHotEncoder"),
+    "sparse": (sp.csr_matrix(np.ones((2, 4))), TypeError, "Sparse data was passed for X.*toarray"),
+}
+PREDICTING = ["predict", "predict_proba", "predict_log_proba", "decision_function", "attention_weights", "explain"]
+
+
+@pytest.mark.parametrize("case", sorted(BAD_X))
+@pytest.mark.parametrize("method", PREDICTING)
+def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, method, case):
+    X, _ = iris
+    bad, error, message = BAD_X[case]
+    before = _state(fitted, X)
+    with pytest.raises(error, match=message):
+        getattr(fitted, method)(bad)
+    _assert_same_state(before, fitted, X)
+
+
+def test_reversed_fortran_and_read_only_arrays_work_like_a_copy(fitted, iris):
+    X, _ = iris
+    reversed_copy = X[::-1].copy()
+    read_only = X[::-1].copy()
+    read_only.flags.writeable = False
+    expected = fitted.predict_proba(reversed_copy)
+    for view in [X[::-1], np.asfortranarray(X)[::-1], read_only, X[::-1].astype(np.float32)[:, ::-1][:, ::-1]]:
+        np.testing.assert_allclose(fitted.predict_proba(view), expected, rtol=1e-5)
+        np.testing.assert_array_equal(fitted.explain(view).predicted, fitted.predict(reversed_copy))
+    clf = copy.deepcopy(fitted)
+    clf.add_prototype(X[0, ::-1], 0)
+    assert clf.predict(X[:1, ::-1])[0] == 0
+
+
+@pytest.mark.parametrize(
+    "refit, error, message",
+    [
+        (lambda c, X, y: c.fit(X.astype(object).tolist()[:-1] + [["a"] * 4], y), ValueError, "X must be numeric"),
+        (lambda c, X, y: c.fit(sp.csr_matrix(X), y), TypeError, "Sparse data"),
+        (lambda c, X, y: c.fit(np.where(X > 2, np.nan, X), y), ValueError, "Input X contains NaN"),
+        (lambda c, X, y: c.fit(X, np.where(y == 0, np.nan, y)), ValueError, "Input y contains NaN"),
+        (lambda c, X, y: c.fit(X, X[:, 0]), ValueError, "Unknown label type"),
+        (lambda c, X, y: c.fit(X, np.zeros(len(y))), ValueError, "at least 2 classes"),
+        (lambda c, X, y: c.fit(X, y[:-1]), ValueError, "inconsistent numbers of samples"),
+        (lambda c, X, y: c.fit(X[:0], y[:0]), ValueError, "0 sample"),
+        (lambda c, X, y: c.fit(X * 1e20, y), ValueError, "too large for training.*StandardScaler"),
+        (lambda c, X, y: c.fit(X, y, sample_weight=-np.ones(len(y))), ValueError, "sample_weight"),
+        (lambda c, X, y: c.set_params(learning_rate=1e38).fit(X, y), ValueError, "learning_rate=1e\\+38 is too large"),
+    ],
+)
+def test_bad_training_input_is_refused_and_a_refit_changes_nothing(fitted, iris, refit, error, message):
+    X, y = iris
+    clf = copy.deepcopy(fitted)
+    before = _state(clf, X)
+    with pytest.raises(error, match=message):
+        refit(clf, X, y)
+    _assert_same_state(before, clf, X)
+
+
+@pytest.mark.parametrize(
+    "x, y, kwargs, error, message",
+    [
+        (["a", 0.0, 0.0, 0.0], 0, {}, ValueError, "x must be numeric"),
+        (sp.csr_matrix(np.zeros((1, 4))), 0, {}, TypeError, "Sparse data"),
+        (np.zeros(0), 0, {}, ValueError, "0 feature"),
+        (None, 0, {}, ValueError, "x must be one sample of 4 features"),
+        (np.zeros(4), None, {}, ValueError, "Unknown label None"),
+        (np.zeros(4), 0, {"replace": True}, ValueError, "replace"),
+        (np.zeros(4), 0, {"margin": "1"}, ValueError, "margin"),
+        (np.zeros(4), 0, {"margin": np.inf}, ValueError, "margin"),
+    ],
+)
+def test_more_bad_add_prototype_input_changes_nothing(fitted, iris, x, y, kwargs, error, message):
+    X, _ = iris
+    before = _state(fitted, X)
+    with pytest.raises(error, match=message):
+        fitted.add_prototype(x, y, **kwargs)
+    _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize("indices", [[[0]], None, np.array([0.0]), [True]])
+def test_more_bad_remove_prototypes_input_changes_nothing(fitted, iris, indices):
+    X, _ = iris
+    before = _state(fitted, X)
+    with pytest.raises(TypeError, match="indices must be integers"):
+        fitted.remove_prototypes(indices)
+    _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 1.5, True, "3", None])
+def test_bad_top_k_is_named(fitted, iris, top_k):
+    X, _ = iris
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        fitted.explain(X, top_k=top_k)
+
+
+# ------------------------------------------------------------------------------------ divergence
+
+
+def test_diverging_training_keeps_finite_parameters_and_says_how_to_fix(iris):
+    X, y = iris
+    with pytest.warns(ConvergenceWarning, match="diverged.*Lower learning_rate"):
+        clf = IDWAttentionClassifier(learning_rate=1e30, max_epochs=5, random_state=0).fit(X, y)
+    assert clf.n_iter_ < 5 and np.all(np.isfinite(clf.loss_curve_))
+    assert np.all(np.isfinite(clf.prototypes_)) and np.all(np.isfinite(clf.logits_))
+    assert np.all(np.isfinite(clf.predict_proba(X)))
+
+
+# -------------------------------------------------------------------------------------- numerics
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("eps", [0.0, 1e-3])
+@pytest.mark.parametrize("power", [0.5, 400.0])
+@pytest.mark.parametrize("name", sorted(ATTENTIONS))
+def test_scores_weights_and_gradients_stay_finite_on_hits_and_far_away(name, power, eps, dtype):
+    keys = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1e6]], dtype=dtype, requires_grad=True)
+    queries = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1e6, 1e6], [-3e6, 2.0]], dtype=dtype)
+    scores = ATTENTIONS[name](queries, keys, power=power, eps=eps)
+    weights = torch.softmax(scores, 1)
+    assert torch.isfinite(scores).all() and torch.isfinite(weights).all()
+    (weights * torch.arange(3, dtype=dtype)).sum().backward()
+    assert torch.isfinite(keys.grad).all()
+
+
+def _problem(seed, n_classes, n_features, per_class, constant, twice, scale, dtype, **params):
+    """A small classification problem with X in ``dtype`` at ``scale``, and the estimator's params."""
+    y = np.arange(n_classes * per_class) % n_classes
+    X = np.random.default_rng(seed).normal(size=(len(y), n_features)) + y[:, None]
+    if constant:
+        X[:, 0] = 1.5
+    if twice:  # every row duplicated
+        X, y = np.concatenate([X, X]), np.concatenate([y, y])
+    return (X * scale).astype(dtype), y, params
+
+
+problems = st.builds(
+    _problem,
+    seed=st.integers(0, 2**16),
+    n_classes=st.integers(2, 3),
+    n_features=st.integers(1, 5),
+    per_class=st.integers(2, 6),
+    constant=st.booleans(),
+    twice=st.booleans(),
+    scale=st.integers(-6, 6).map(lambda exponent: 10.0**exponent),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    attention=st.sampled_from(sorted(ATTENTIONS)),
+    power=st.sampled_from([0.5, 400.0]) | st.floats(0.5, 400.0),
+    eps=st.sampled_from([0.0, 1e-3]),
+    n_prototypes=st.integers(1, 6),
+)
+# The corners, always tried: extreme powers and scales, both dtypes, duplicates and a constant feature.
+EXTREMES = [
+    _problem(0, 3, 5, 4, True, True, 1e6, np.float32, attention="neg_dist", power=400.0, eps=0.0, n_prototypes=6),
+    _problem(1, 2, 3, 5, False, False, 1e-6, np.float64, attention="idw", power=0.5, eps=1e-3, n_prototypes=4),
+    _problem(2, 2, 4, 3, True, False, 1e-6, np.float32, attention="inv_dist", power=400.0, eps=0.0, n_prototypes=6),
+    _problem(3, 3, 2, 3, False, True, 1e6, np.float64, attention="gaussian", power=400.0, eps=1e-3, n_prototypes=3),
+    _problem(4, 3, 5, 4, False, False, 1e6, np.float32, attention="expressive", power=2.0, eps=1e-3, n_prototypes=6),
+]
+
+
+def _fit(X, y, params):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # k-means on duplicates, diverging epochs
+        return IDWAttentionClassifier(max_epochs=2, random_state=0, **params).fit(X, y)
+
+
+def _queries(clf, X):
+    """Training rows, every prototype exactly, far-away points and a midpoint, in X's dtype."""
+    return np.vstack([X, clf.prototypes_, 100 * X[:3], (X[:1] + X[-1:]) / 2]).astype(X.dtype)
+
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
+
+
+@SETTINGS
+@given(problems)
+@example(EXTREMES[0])
+@example(EXTREMES[1])
+@example(EXTREMES[2])
+@example(EXTREMES[3])
+@example(EXTREMES[4])
+def test_probabilities_are_finite_consistent_and_decompose(problem):
+    X, y, params = problem
+    clf = _fit(X, y, params)
+    assert np.all(np.isfinite(clf.prototypes_)) and np.all(np.isfinite(clf.logits_))
+    Q = _queries(clf, X)
+    proba = clf.predict_proba(Q)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    # predict is the most probable class; where two classes tie up to rounding, either one.
+    predicted = clf.predict(Q)
+    top = np.sort(proba, axis=1)
+    clear = top[:, -1] - top[:, -2] > 1e-12
+    np.testing.assert_array_equal(predicted[clear], clf.classes_[proba.argmax(1)][clear])
+    chosen = proba[np.arange(len(Q)), np.searchsorted(clf.classes_, predicted)]
+    np.testing.assert_allclose(chosen, top[:, -1], atol=1e-12)
+    # The decomposition: probabilities are the softmax of attention-weighted prototype logits.
+    weights = clf.attention_weights(Q)
+    tolerance = 1e-4 if X.dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=tolerance)
+    np.testing.assert_allclose(_softmax(weights @ clf.logits_), proba, atol=tolerance)
+    explanation = clf.explain(Q, top_k=len(clf.prototypes_))
+    np.testing.assert_allclose(explanation.contributions.sum(1), (weights @ clf.logits_).max(1), atol=tolerance)
+
+
+@SETTINGS
+@given(problems, st.sampled_from(["row", "midpoint", "far"]))
+@example(EXTREMES[0], "far")
+@example(EXTREMES[1], "midpoint")
+@example(EXTREMES[2], "row")
+@example(EXTREMES[3], "far")
+@example(EXTREMES[4], "row")
+def test_add_prototype_flips_its_point(problem, where):
+    X, y, params = problem
+    clf = _fit(X, y, params)
+    x = {"row": X[1], "midpoint": (X[0] + X[-1]) / 2, "far": 100 * X[0]}[where].astype(np.float64)
+    target = clf.classes_[clf.predict_proba([x])[0].argmin()]
+    before = _state(clf, X)
+    try:
+        clf.add_prototype(x, target)
+    except ValueError as error:
+        # A dot-product score can give the new key too little weight at x; distances never do.
+        assert params["attention"] not in DISTANCE_ATTENTIONS and "Cannot patch" in str(error)
+        _assert_same_state(before, clf, X)
+        return
+    assert clf.predict([x])[0] == target
+    assert clf.patched_prototypes_[-1] and np.all(np.isfinite(clf.logits_))
