@@ -1,14 +1,218 @@
-"""Command line: ``protoattn demo`` (also ``python -m protoattn demo``)."""
+"""The ``protoattn`` command: fit, predict, explain, inspect and patch models from CSV files.
+
+Every subcommand is also ``python -m protoattn SUBCOMMAND``. Models are written in the safe model
+format of :meth:`IDWAttentionClassifier.save` (data only, no pickle). Bad input ends with a one-line
+``protoattn: error: ...`` on stderr and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import numpy as np
 
+EXIT_USAGE = 2
 
-def demo(args) -> int:
+
+class CommandError(Exception):
+    """A problem with the user's files or arguments: reported in one line, exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def _read_csv(path):
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise CommandError(f"{path}: not a readable CSV file ({str(error).splitlines()[0]})") from None
+    if frame.empty:
+        raise CommandError(f"{path}: no data rows")
+    return frame
+
+
+def _numeric(frame, columns, path):
+    """The given columns as floats; a non-numeric cell is named by row and column."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CommandError(f"{path}: missing column(s) {', '.join(map(str, missing))}")
+    import pandas as pd
+
+    data = frame[list(columns)]
+    numbers = data.apply(pd.to_numeric, errors="coerce")
+    bad = numbers.isna() & data.notna()
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise CommandError(f"{path}: row {row + 1}, column {columns[col]!r}: {data.iat[row, col]!r} is not a number")
+    if numbers.isna().to_numpy().any():
+        row, col = np.argwhere(numbers.isna().to_numpy())[0]
+        raise CommandError(f"{path}: row {row + 1}, column {columns[col]!r} is empty")
+    return numbers.astype(np.float64)
+
+
+def _load_model(path):
+    from . import IDWAttentionClassifier
+
+    try:
+        return IDWAttentionClassifier.load(path)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such model file") from None
+
+
+def _features(clf, frame, path):
+    names = getattr(clf, "feature_names_in_", None)
+    if names is None:
+        raise CommandError(f"{path}: the model has no feature names; fit it with this command")
+    return _numeric(frame, [str(n) for n in names], path)
+
+
+def _write_table(frame, output):
+    if output is None:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        frame.to_csv(output, index=False)
+        print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
+
+
+class _EpochProgress:
+    """A stream for the estimator's verbose output that draws one progress bar on stderr."""
+
+    def __init__(self, total, width=30):
+        self.total, self.width = total, width
+
+    def write(self, text):
+        match = re.match(r"epoch (\d+): (.*)", text.strip())
+        if match:
+            done = int(match.group(1))
+            bar = "#" * (self.width * done // self.total)
+            print(f"\r[{bar:<{self.width}}] epoch {done}/{self.total} {match.group(2)}", end="", file=sys.stderr)
+        return len(text)
+
+    def flush(self):
+        sys.stderr.flush()
+
+
+# ------------------------------------------------------------------------------------- subcommands
+
+
+def fit(args):
+    """Fit on a CSV, report held-out accuracy and prototypes per class, write the model."""
+    import contextlib
+
+    from sklearn.model_selection import train_test_split
+
+    from . import IDWAttentionClassifier
+
+    frame = _read_csv(args.data)
+    if args.target not in frame.columns:
+        raise CommandError(f"{args.data}: no target column {args.target!r} (columns: {', '.join(frame.columns)})")
+    y = frame[args.target].to_numpy()
+    if frame[args.target].isna().any():
+        raise CommandError(f"{args.data}: the target column {args.target!r} has empty cells")
+    X = _numeric(frame, [c for c in frame.columns if c != args.target], args.data)
+    params = {"attention": args.attention, "n_prototypes": args.n_prototypes, "random_state": args.seed}
+    if args.power is not None:
+        params["power"] = args.power
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
+    clf = IDWAttentionClassifier(**params, verbose=1)
+    if args.test_size > 0:
+        stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+        X_train, X_test, y_train, y_test = train_test_split(
+            X, y, test_size=args.test_size, stratify=stratify, random_state=args.seed
+        )
+    else:
+        X_train, y_train, X_test = X, y, None
+    with contextlib.redirect_stdout(_EpochProgress(clf.max_epochs)):
+        clf.fit(X_train, y_train)
+    print(file=sys.stderr)
+    print(f"fitted {len(clf.prototypes_)} prototypes on {len(X_train)} rows in {clf.n_iter_} epochs")
+    if X_test is not None:
+        print(f"held-out accuracy: {clf.score(X_test, y_test):.4f} on {len(X_test)} rows")
+    labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
+    print("prototypes per class: " + ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True)))
+    clf.verbose = 0
+    clf.save(args.model)
+    print(f"model written to {args.model}")
+
+
+def predict(args):
+    """Predictions (or probabilities) for each row of a CSV."""
+    import pandas as pd
+
+    clf = _load_model(args.model)
+    X = _features(clf, _read_csv(args.data), args.data)
+    if args.proba:
+        table = pd.DataFrame(clf.predict_proba(X), columns=[f"proba_{c}" for c in clf.classes_])
+    else:
+        table = pd.DataFrame({"prediction": clf.predict(X)})
+    _write_table(table, args.output)
+
+
+def explain(args):
+    """The top-k prototypes behind each row's prediction."""
+    clf = _load_model(args.model)
+    X = _features(clf, _read_csv(args.data), args.data)
+    table = clf.explain(X, top_k=args.top_k).to_frame().rename(columns={"sample": "row"})
+    table["row"] += 1
+    _write_table(table, args.output)
+
+
+def prototypes(args):
+    """The prototypes as a table (one row each), or a picture."""
+    import pandas as pd
+
+    clf = _load_model(args.model)
+    if args.png:
+        from .plotting import plot_prototypes
+
+        plot_prototypes(clf).savefig(args.png)
+        print(f"wrote {args.png}", file=sys.stderr)
+        return
+    names = getattr(clf, "feature_names_in_", [f"x{i}" for i in range(clf.n_features_in_)])
+    table = pd.DataFrame(clf.prototypes_, columns=names)
+    table.insert(0, "patched", clf.patched_prototypes_)
+    table.insert(0, "label", clf.prototype_labels_)
+    table.insert(0, "prototype", np.arange(len(table)))
+    _write_table(table, args.output)
+
+
+def patch(args):
+    """Add (or replace) a prototype so that one row is predicted as the given label."""
+    import pandas as pd
+
+    clf = _load_model(args.model)
+    names = [str(n) for n in getattr(clf, "feature_names_in_", range(clf.n_features_in_))]
+    values = args.row.split(",")
+    if len(values) != len(names):
+        raise CommandError(f"--row has {len(values)} values; the model needs {len(names)} ({', '.join(names)})")
+    row = _numeric(pd.DataFrame([values], columns=names), names, "--row")
+    matches = [c for c in clf.classes_ if str(c) == args.label]
+    if not matches:
+        raise CommandError(f"--label {args.label!r} is not a class of the model ({', '.join(map(str, clf.classes_))})")
+    before = clf.predict(row)[0]
+    index = clf.add_prototype(row.iloc[0], matches[0], margin=args.margin, replace=args.replace)
+    clf.save(args.model)
+    action = "replaced" if args.replace is not None else "added"
+    print(f"{action} prototype {index}: the row was predicted {before}, now {clf.predict(row)[0]}")
+    print(f"model written to {args.model} ({len(clf.prototypes_)} prototypes)")
+
+
+def export_onnx(args):
+    """Export the fitted network to ONNX."""
+    from .export import export_onnx as export
+
+    export(_load_model(args.model), args.output, dtype=args.dtype)
+    print(f"wrote {args.output}")
+
+
+def demo(args):
     """Fit on sklearn's digits, explain one prediction, patch one mistake."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -24,19 +228,17 @@ def demo(args) -> int:
     labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
     print("prototypes per class: " + ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True)))
 
-    explanation = clf.explain(X_test[:1], top_k=3)
-    print(f"\nwhy test image 0 (true {y_test[0]}) is predicted {explanation.predicted[0]}:")
-    for i, w, c in zip(
-        explanation.prototype_indices[0], explanation.weights[0], explanation.contributions[0], strict=True
-    ):
+    e = clf.explain(X_test[:1], top_k=3)
+    print(f"\nwhy test image 0 (true {y_test[0]}) is predicted {e.predicted[0]}:")
+    for i, w, c in zip(e.prototype_indices[0], e.weights[0], e.contributions[0], strict=True):
         print(f"  prototype {i:3d} (class {clf.prototype_labels_[i]}): weight {w:.3f}, contribution {c:+.3f}")
-    print(f"  logit of class {explanation.predicted[0]} = sum over all prototypes = {explanation.logit[0]:.3f}")
+    print(f"  logit of class {e.predicted[0]} = sum over all prototypes = {e.logit[0]:.3f}")
 
     before = clf.predict(X_test)
     wrong = np.flatnonzero(before != y_test)
     if len(wrong) == 0:
         print("\nno test image is misclassified: nothing to patch")
-        return 0
+        return
     i = wrong[0]
     index = clf.add_prototype(X_test[i], y_test[i])
     after = clf.predict(X_test)
@@ -45,21 +247,79 @@ def demo(args) -> int:
     print(f"add_prototype -> prototype {index}; now predicted {after[i]}")
     print(f"other test predictions changed: {changed} of {len(X_test) - 1}")
     print(f"test accuracy after the patch: {clf.score(X_test, y_test):.4f}")
-    return 0
+
+
+# ------------------------------------------------------------------------------------------ parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="protoattn", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("demo", help="fit, explain and patch on sklearn's digits")
+    parser = argparse.ArgumentParser(
+        prog="protoattn",
+        description="Interpretable classification by inverse distance weighting attention over prototypes.",
+        epilog="Run 'protoattn SUBCOMMAND --help' for the options of each subcommand.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    def command(name, run, help, **kwargs):
+        p = commands.add_parser(name, help=help, description=run.__doc__, **kwargs)
+        p.set_defaults(run=run)
+        return p
+
+    p = command("fit", fit, "fit a model on a CSV file and save it")
+    p.add_argument("data", metavar="DATA.csv", help="CSV with a header row; every column but the target is a feature")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="name of the label column")
+    p.add_argument("--model", required=True, metavar="MODEL", help="where to write the model")
+    p.add_argument("--attention", default="idw", help="attention score (default idw)")
+    p.add_argument("--n-prototypes", type=int, default=None, metavar="N", help="default: 10 per class")
+    p.add_argument("--power", type=float, default=None, metavar="P", help="default: auto")
+    p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="default: the estimator's")
+    p.add_argument("--test-size", type=float, default=0.2, metavar="F", help="held-out share (default 0.2; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
+
+    p = command("predict", predict, "predict the rows of a CSV file")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA.csv", help="CSV with the model's feature columns (others are ignored)")
+    p.add_argument("--proba", action="store_true", help="print class probabilities instead of labels")
+    p.add_argument("--output", metavar="OUT.csv", help="write here instead of stdout")
+
+    p = command("explain", explain, "show the prototypes behind each prediction")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA.csv")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="prototypes per row (default 3)")
+    p.add_argument("--output", metavar="OUT.csv", help="write here instead of stdout")
+
+    p = command("prototypes", prototypes, "list the prototypes (or draw them)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--png", metavar="OUT.png", help="draw them with protoattn.plotting instead")
+    p.add_argument("--output", metavar="OUT.csv", help="write the table here instead of stdout")
+
+    p = command("patch", patch, "add a prototype so that a row gets a label; rewrites MODEL")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--row", required=True, metavar="V1,V2,...", help="feature values, comma-separated")
+    p.add_argument("--label", required=True, metavar="L", help="the label the row must get")
+    p.add_argument("--replace", type=int, default=None, metavar="I", help="overwrite prototype I instead")
+    p.add_argument("--margin", type=float, default=1.0, help="logit margin at the row (default 1)")
+
+    p = command("export-onnx", export_onnx, "export the model's network to ONNX")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("output", metavar="OUT.onnx")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+
+    p = command("demo", demo, "fit, explain and patch on sklearn's digits")
     p.add_argument("--seed", type=int, default=0, help="random_state of the classifier (default 0)")
-    p.set_defaults(run=demo)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except (CommandError, ValueError, TypeError, OSError, ImportError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"protoattn: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,143 @@
+"""The protoattn command, end to end on CSV files the tests write, in subprocesses."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_iris
+
+from protoattn import IDWAttentionClassifier
+from protoattn.cli import main
+
+
+def run(*args, check=True):
+    result = subprocess.run(
+        [sys.executable, "-m", "protoattn", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    data = X.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    data["species"] = np.array(["setosa", "versicolor", "virginica"])[y]
+    data.to_csv(folder / "iris.csv", index=False)
+    data.drop(columns="species").iloc[:10].to_csv(folder / "new.csv", index=False)
+    model = folder / "iris.model"
+    fitted = run("fit", folder / "iris.csv", "--target", "species", "--model", model, "--max-epochs", 30)
+    return folder, model, fitted
+
+
+def test_fit_reports_accuracy_and_prototypes_and_writes_a_loadable_model(files):
+    folder, model, fitted = files
+    assert "held-out accuracy: 0.9" in fitted.stdout or "held-out accuracy: 1.0" in fitted.stdout
+    assert "epoch 30/30" in fitted.stderr  # the progress bar reached the end
+    clf = IDWAttentionClassifier.load(model)
+    labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
+    per_class = ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True))
+    assert f"prototypes per class: {per_class}" in fitted.stdout and len(clf.prototypes_) == 30
+    assert list(clf.feature_names_in_) == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
+def test_predict_writes_labels_or_probabilities(files):
+    folder, model, _ = files
+    clf = IDWAttentionClassifier.load(model)
+    new = pd.read_csv(folder / "new.csv")
+    labels = run("predict", model, folder / "new.csv").stdout.splitlines()
+    assert labels[0] == "prediction" and labels[1:] == list(clf.predict(new))
+    run("predict", model, folder / "new.csv", "--proba", "--output", folder / "proba.csv")
+    proba = pd.read_csv(folder / "proba.csv")
+    assert list(proba.columns) == ["proba_setosa", "proba_versicolor", "proba_virginica"]
+    np.testing.assert_allclose(proba.to_numpy(), clf.predict_proba(new), atol=1e-12)
+
+
+def test_explain_lists_the_prototypes_behind_each_row(files):
+    folder, model, _ = files
+    out = run("explain", model, folder / "new.csv", "--top-k", 2, "--output", folder / "why.csv")
+    why = pd.read_csv(folder / "why.csv")
+    assert len(why) == 20 and set(why["row"]) == set(range(1, 11)) and "wrote 20 rows" in out.stderr
+    clf = IDWAttentionClassifier.load(model)
+    expected = clf.explain(pd.read_csv(folder / "new.csv"), top_k=2)
+    np.testing.assert_array_equal(why["prototype"].to_numpy(), expected.prototype_indices.ravel())
+
+
+def test_prototypes_table_has_feature_columns(files):
+    _, model, _ = files
+    table = pd.read_csv(__import__("io").StringIO(run("prototypes", model).stdout))
+    assert list(table.columns[:3]) == ["prototype", "label", "patched"]
+    np.testing.assert_allclose(table.iloc[:, 3:].to_numpy(), IDWAttentionClassifier.load(model).prototypes_)
+
+
+def test_patch_flips_a_row_and_rewrites_the_model(files, tmp_path):
+    folder, model, _ = files
+    patched = tmp_path / "patched.model"
+    patched.write_bytes(model.read_bytes())
+    out = run("patch", patched, "--row", "5.0,3.4,1.5,0.2", "--label", "virginica")
+    assert "added prototype 30" in out.stdout and "now virginica" in out.stdout
+    clf = IDWAttentionClassifier.load(patched)
+    row = pd.DataFrame([[5.0, 3.4, 1.5, 0.2]], columns=clf.feature_names_in_)
+    assert clf.predict(row)[0] == "virginica" and clf.patched_prototypes_[30]
+    out = run("patch", patched, "--row", "6.0,3.0,4.5,1.5", "--label", "setosa", "--replace", 0)
+    assert "replaced prototype 0" in out.stdout
+    assert len(IDWAttentionClassifier.load(patched).prototypes_) == 31
+
+
+def test_export_onnx_from_the_command_line(files):
+    folder, model, _ = files
+    pytest.importorskip("onnxruntime")
+    out = run("export-onnx", model, folder / "iris.onnx")
+    assert (folder / "iris.onnx").stat().st_size > 0 and "wrote" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda f, m: ["fit", f / "nope.csv", "--target", "y", "--model", f / "x.model"], "no such file"),
+        (lambda f, m: ["fit", f / "iris.csv", "--target", "colour", "--model", f / "x.model"], "no target column"),
+        (lambda f, m: ["fit", f / "bad.csv", "--target", "species", "--model", f / "x.model"], "is not a number"),
+        (lambda f, m: ["predict", m, f / "short.csv"], "missing column"),
+        (lambda f, m: ["predict", f / "iris.csv", f / "new.csv"], "model"),
+        (lambda f, m: ["patch", m, "--row", "1,2", "--label", "setosa"], "--row has 2 values"),
+        (lambda f, m: ["patch", m, "--row", "1,2,3,x", "--label", "setosa"], "is not a number"),
+        (lambda f, m: ["patch", m, "--row", "1,2,3,4", "--label", "rose"], "not a class"),
+        (lambda f, m: ["fit", f / "iris.csv", "--target", "species", "--model", f / "x", "--power", "-1"], "power"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(files, make_args, message, capsys):
+    folder, model, _ = files
+    pd.DataFrame({"sepal_length": [1.0, "abc"], "species": ["a", "b"]}).to_csv(folder / "bad.csv", index=False)
+    pd.DataFrame({"sepal_length": [1.0]}).to_csv(folder / "short.csv", index=False)
+    assert main([str(a) for a in make_args(folder, model)]) == 2  # in-process: the subprocess path is below
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("protoattn: error:") and message in lines[0]
+
+
+def test_a_bad_file_in_a_real_process_ends_without_traceback(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    result = run("fit", tmp_path / "empty.csv", "--target", "y", "--model", tmp_path / "m", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("protoattn: error:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_describes_every_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for name in ["fit", "predict", "explain", "prototypes", "patch", "export-onnx", "demo"]:
+        assert name in text
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert "usage: protoattn " + name in capsys.readouterr().out
+
+
+def test_prototypes_png_draws_them(files, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    _, model, _ = files
+    assert main(["prototypes", str(model), "--png", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
