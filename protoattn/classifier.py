@@ -388,7 +388,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         constant ``learning_rate`` and at the final power ``power_`` from the start: there is no
         count of epochs to anneal over, and prototypes placed on the data learn at the final power
         without the collapse that annealing avoids from a poor start. Adam's moment estimates carry
-        over between calls (also from a :meth:`fit`, which a later ``partial_fit`` continues).
+        over between calls (also from a :meth:`fit`, which a later ``partial_fit`` continues), and
+        the keys' learning rate keeps the scale of the first rows that had a spread.
         ``n_iter_`` counts the passes and ``loss_curve_`` holds each pass's loss; ``max_epochs``,
         ``early_stopping`` and ``n_iter_no_change`` play no part.
 

@@ -45,9 +45,7 @@ def test_grid_search_runs_on_the_cluster_through_joblib(client):
         search.set_params(n_jobs=-1).fit(X, y)
     assert {task["worker"] for task in tasks.data} == set(client.scheduler_info()["workers"])
     serial = GridSearchCV(search.estimator, search.param_grid, cv=3, n_jobs=1).fit(X, y)
-    np.testing.assert_allclose(
-        search.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"], atol=0.02
-    )
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"], atol=0.02)
     assert search.best_score_ > 0.9
     assert isinstance(search.best_estimator_.prototypes_, np.ndarray)
 
