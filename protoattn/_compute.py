@@ -6,12 +6,10 @@ import functools
 import threading
 
 import torch
-from threadpoolctl import ThreadpoolController
 
 _ACTIVE_LOCK = threading.Lock()
 _active_calls = 0
 _thread_state = threading.local()
-_openmp = None
 
 
 def resolve_device(device: str, *, fitting: bool) -> torch.device:
@@ -31,14 +29,6 @@ def resolve_device(device: str, *, fitting: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def _openmp_runtimes():
-    # torch's (and scikit-learn's) OpenMP runtimes are loaded by the time protoattn is imported.
-    global _openmp
-    if _openmp is None:
-        _openmp = ThreadpoolController().select(user_api="openmp")
-    return _openmp
-
-
 def limit_threads(method):
     """Run ``method`` with torch's CPU threads shared among the calls running at once in this process.
 
@@ -47,9 +37,10 @@ def limit_threads(method):
     threadpoolctl's ``threadpool_limits``. Calls made at the same time from several threads of one
     process (joblib's threading backend, a Dask worker's threads, the user's own) would each use
     that many and oversubscribe the cores: here each call gets that count divided by the number of
-    calls running when it starts (itself included), at least 1. The limit is set on the calling
-    thread's OpenMP runtime through threadpoolctl and restored afterwards; nested calls in the same
-    thread keep the outer call's limit.
+    calls running when it starts (itself included), at least 1, and the count is restored afterwards.
+    Only torch's own thread count changes: limiting every OpenMP runtime through threadpoolctl
+    (scikit-learn's too) made OpenBLAS warn "Detect OpenMP Loop" in threaded grid searches. Nested
+    calls in the same thread keep the outer call's count.
     """
 
     @functools.wraps(method)
@@ -60,14 +51,18 @@ def limit_threads(method):
         with _ACTIVE_LOCK:
             _active_calls += 1
             active = _active_calls
-        # Asking torch first makes it set up this thread's OpenMP pool, so it cannot reset the limit later.
-        threads = max(1, torch.get_num_threads() // active)
+        before = torch.get_num_threads()
+        threads = max(1, before // active)
+        # Set only when it changes: torch also stores the count for threads that start later.
+        if threads != before:
+            torch.set_num_threads(threads)
         _thread_state.limited = True
         try:
-            with _openmp_runtimes().limit(limits=threads):
-                return method(*args, **kwargs)
+            return method(*args, **kwargs)
         finally:
             _thread_state.limited = False
+            if threads != before:
+                torch.set_num_threads(before)
             with _ACTIVE_LOCK:
                 _active_calls -= 1
 
