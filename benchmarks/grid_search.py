@@ -42,8 +42,12 @@ class AllCores(ThreadReporting):
     """Trains on every core whatever else runs: the oversubscribed baseline."""
 
     def _fit_network(self, *args, **kwargs):
-        with threadpool_limits(limits=os.cpu_count(), user_api="openmp"):
+        before = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count())
+        try:
             return super()._fit_network(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
 
 
 def threads_used(estimator, X, y):
