@@ -106,6 +106,8 @@ class TrainingResult:
     loss_curve: list = field(default_factory=list)
     validation_scores: list = field(default_factory=list)
     best_validation_score: float | None = None
+    spread: float = 0.0
+    optimizer_state: dict = field(default_factory=dict)
 
 
 def _weighted_accuracy(network, X, y, w):
@@ -129,6 +131,9 @@ def train(
     power_schedule,
     generator: torch.Generator,
     verbose: int = 0,
+    spread: float | None = None,
+    optimizer_state: dict | None = None,
+    anneal_learning_rate: bool = True,
 ) -> TrainingResult:
     """Adam with a cosine learning-rate schedule on weighted cross-entropy.
 
@@ -136,12 +141,19 @@ def train(
     ``MLPClassifier``: with ``validation=(Xv, yv, wv)`` on the validation accuracy (restoring the
     best parameters), otherwise on the training loss, both after ``n_iter_no_change`` epochs
     without an improvement of ``tol``, counted once the power has stopped changing.
+
+    For training in several calls (``partial_fit``): ``spread`` fixes the scale of the keys' learning
+    rate (default: that of X, returned in the result), ``optimizer_state`` resumes Adam from the
+    moment estimates of an earlier result's ``optimizer_state`` (ignored when the parameters' shapes
+    changed since), and ``anneal_learning_rate=False`` keeps the rate constant instead of the cosine
+    schedule.
     """
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread: the
     # trajectory is then the same whatever the units of the features.
-    spread = float(X.std(0).pow(2).mean().sqrt()) or 1.0
+    if spread is None:
+        spread = float(X.std(0).pow(2).mean().sqrt()) if n > 1 else 0.0
     # Adam's first step is learning_rate / (1 - beta1) = 10 learning rates; torch refuses (with an
     # obscure RuntimeError) a step that does not fit the parameters' dtype.
     if 10 * learning_rate * max(spread, 1.0) >= torch.finfo(X.dtype).max:
@@ -150,17 +162,22 @@ def train(
             "Use a learning_rate near the default 0.1."
         )
     groups = [
-        {"params": [network.keys], "lr": learning_rate * spread},
+        {"params": [network.keys], "lr": learning_rate * (spread or 1.0)},
         {"params": [p for name, p in network.named_parameters() if name != "keys"]},
     ]
     optimizer = torch.optim.Adam(groups, lr=learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * steps_per_epoch)
-    result = TrainingResult()
+    _load_adam_state(optimizer, network, optimizer_state or {})
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * steps_per_epoch)
+        if anneal_learning_rate
+        else torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0)
+    )
+    result = TrainingResult(spread=spread)
     best, best_state, stall = -math.inf, copy.deepcopy(network.state_dict()), 0
     for epoch in range(max_epochs):
         network.power = power_schedule(epoch)
         order = torch.randperm(n, generator=generator) if steps_per_epoch > 1 else None
-        epoch_loss = torch.zeros((), dtype=X.dtype)
+        epoch_loss = torch.zeros((), dtype=X.dtype, device=X.device)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size] if order is not None else slice(None)
             xb, yb, wb = X[idx], y[idx], w[idx]
@@ -202,4 +219,34 @@ def train(
     if validation is not None:
         network.load_state_dict(best_state)
         result.best_validation_score = best
+    result.optimizer_state = _adam_state(optimizer, network)
     return result
+
+
+def _adam_state(optimizer, network):
+    """Adam's per-parameter state (step count and moment estimates) as numpy, by parameter name.
+
+    Empty after a diverged run, whose moment estimates are not worth resuming from.
+    """
+    names = {p: name for name, p in network.named_parameters()}
+    state = {
+        names[p]: {key: value.detach().cpu().numpy() for key, value in moments.items()}
+        for p, moments in optimizer.state.items()
+    }
+    finite = all(np.isfinite(value).all() for moments in state.values() for value in moments.values())
+    return state if finite else {}
+
+
+def _load_adam_state(optimizer, network, saved):
+    parameters = dict(network.named_parameters())
+    if set(saved) != set(parameters) or any(
+        saved[name]["exp_avg"].shape != tuple(p.shape) for name, p in parameters.items()
+    ):
+        return
+    for name, p in parameters.items():
+        # Copies, since Adam updates its state in place. The step count stays on the CPU, where Adam
+        # keeps it unless it runs "capturable".
+        optimizer.state[p] = {
+            key: torch.tensor(value) if key == "step" else torch.tensor(value, dtype=p.dtype, device=p.device)
+            for key, value in saved[name].items()
+        }

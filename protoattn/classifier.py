@@ -13,11 +13,12 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
-from . import _persistence, _training
+from . import _compute, _persistence, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -132,6 +133,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Print the loss (and validation accuracy) after every epoch.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, shuffling and the validation split: equal seeds give equal models.
+    warm_start : bool, default=False
+        When fitted before on data of the same width and classes, :meth:`fit` continues from the
+        current prototypes, logits and attention parameters (at the fitted power, without annealing)
+        instead of initialising anew; ``n_prototypes`` and ``init`` then play no part.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where torch trains and predicts. ``"cuda"`` needs a CUDA GPU when fitting (else a ValueError);
+        ``"auto"`` uses one when present. Fitted arrays are numpy whatever the device, and a model
+        fitted on a GPU predicts on the CPU where CUDA is missing.
 
     Attributes
     ----------
@@ -205,6 +214,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "verbose": ["verbose"],
         "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "device": [StrOptions({"cpu", "cuda", "auto"})],
     }
 
     def __init__(
@@ -224,6 +235,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         verbose=0,
         random_state=None,
+        warm_start=False,
+        device="cpu",
     ):
         self.n_prototypes = n_prototypes
         self.attention = attention
@@ -240,10 +253,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.verbose = verbose
         self.random_state = random_state
+        self.warm_start = warm_start
+        self.device = device
 
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @_compute.limit_threads
     def fit(self, X, y, sample_weight=None):
         """Fit prototypes and their logits by minimising weighted cross-entropy.
 
@@ -277,13 +293,24 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     f"{type(self).__name__} needs samples of at least 2 classes with positive "
                     f"sample_weight; got {len(present)} class."
                 )
+            warm = self.warm_start and self._fitted_like(classes, X.shape[1])
             self.classes_ = classes
-            self._fit_network(X, y_codes, sample_weight, check_random_state(self.random_state))
+            self._fit_network(X, y_codes, sample_weight, check_random_state(self.random_state), warm)
         return self
 
-    def _fit_network(self, X, y, weight, rng):
+    def _fitted_like(self, classes, n_features):
+        return (
+            hasattr(self, "prototypes_")
+            and self.prototypes_.shape[1] == n_features
+            and np.array_equal(self.classes_, classes)
+        )
+
+    def _fit_network(self, X, y, weight, rng, warm=False):
+        device = _compute.resolve_device(self.device, fitting=True)
         n_classes = len(self.classes_)
-        if self.init == "kmeans":
+        if warm:
+            keys, values = self.prototypes_, self.logits_
+        elif self.init == "kmeans":
             per_class = self.n_prototypes or 10 * n_classes
             counts = _training.prototypes_per_class(np.bincount(y, minlength=n_classes), per_class)
             keys, values = _training.kmeans_prototypes(X, y, weight, counts, n_classes, rng)
@@ -291,14 +318,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             n_prototypes = self.n_prototypes or 10 * n_classes
             keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
         power = self._resolve_power(X.shape[1])
-        network = self._build_network(keys, values, torch.float32, power)
+        attention_params = self.attention_params_ if warm else None
+        network = self._build_network(keys, values, torch.float32, power, attention_params).to(device)
         validation = None
         if self.early_stopping:
             X, y, weight, validation = _training.validation_split(X, y, weight, self.validation_fraction, rng)
-        batch_size = self.batch_size
-        if batch_size == "auto":
-            batch_size = len(X) if len(X) <= 512 else 256
-        start = min(2.0, power) if self._attention_name() in DISTANCE_ATTENTIONS else power
+            validation = tuple(t.to(device) for t in validation)
+        anneal = not warm and self._attention_name() in DISTANCE_ATTENTIONS
+        start = min(2.0, power) if anneal else power
         half = max(self.max_epochs // 2, 1)
 
         def power_schedule(epoch):
@@ -306,12 +333,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
         result = _training.train(
             network,
-            torch.as_tensor(X, dtype=torch.float32),
-            torch.as_tensor(y),
-            torch.as_tensor(weight, dtype=torch.float32),
+            torch.as_tensor(X, dtype=torch.float32, device=device),
+            torch.as_tensor(y, device=device),
+            torch.as_tensor(weight, dtype=torch.float32, device=device),
             validation=validation,
             max_epochs=self.max_epochs,
-            batch_size=min(batch_size, len(X)),
+            batch_size=self._batch_size(len(X)),
             learning_rate=self.learning_rate,
             n_iter_no_change=self.n_iter_no_change,
             tol=self.tol,
@@ -319,19 +346,179 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             generator=torch.Generator().manual_seed(int(rng.randint(2**31 - 1))),
             verbose=self.verbose,
         )
-        self.prototypes_ = network.keys.detach().numpy().astype(np.float64)
-        self.logits_ = network.values.detach().numpy().astype(np.float64)
-        self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
-        self.attention_params_ = (
-            {name: p.detach().numpy().astype(np.float64) for name, p in network.score.named_parameters()}
-            if isinstance(network.score, nn.Module)
-            else {}
-        )
-        self.power_ = float(power)
+        self._set_trained(network, power, result)
+        if not warm:
+            self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+            self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
         self.validation_scores_ = result.validation_scores if self.early_stopping else None
         self.best_validation_score_ = result.best_validation_score
+
+    def _set_trained(self, network, power, result):
+        """Copy a trained network (on any device) into the numpy fitted state, with what resumes training."""
+        self.prototypes_ = network.keys.detach().cpu().numpy().astype(np.float64)
+        self.logits_ = network.values.detach().cpu().numpy().astype(np.float64)
+        self.attention_params_ = (
+            {name: p.detach().cpu().numpy().astype(np.float64) for name, p in network.score.named_parameters()}
+            if isinstance(network.score, nn.Module)
+            else {}
+        )
+        self.power_ = float(power)
+        self._spread = result.spread
+        self._optimizer_state = result.optimizer_state
+
+    def _batch_size(self, n_samples):
+        if self.batch_size == "auto":
+            return n_samples if n_samples <= 512 else 256
+        return min(self.batch_size, n_samples)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    @_compute.limit_threads
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One pass of optimisation over the given rows, continuing from the current model.
+
+        For data that arrive in chunks or do not fit in memory; ``dask_ml.wrappers.Incremental``
+        calls it once per block. The first call needs ``classes``, every label the stream will
+        hold. Prototypes are placed from the rows seen, as class-balanced k-means centres:
+        ``n_prototypes`` is spread evenly over ``classes``, and each class gets its share from the
+        first call that has rows of it (more calls when a call has fewer distinct rows of the class
+        than its share), so a class missing from the first call is still learnt later. With
+        ``init="random"`` all prototypes are drawn around the first call's rows.
+
+        Each call then runs one epoch of Adam over its rows in batches of ``batch_size``, at the
+        constant ``learning_rate`` and at the final power ``power_`` from the start: there is no
+        count of epochs to anneal over, and prototypes placed on the data learn at the final power
+        without the collapse that annealing avoids from a poor start. Adam's moment estimates carry
+        over between calls (also from a :meth:`fit`, which a later ``partial_fit`` continues), and
+        the keys' learning rate keeps the scale of the first rows that had a spread.
+        ``n_iter_`` counts the passes and ``loss_curve_`` holds each pass's loss; ``max_epochs``,
+        ``early_stopping`` and ``n_iter_no_change`` play no part.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training rows; every call must have the width of the first.
+        y : array-like of shape (n_samples,)
+            Labels, all among ``classes``.
+        classes : array-like of shape (n_classes,), default=None
+            Every class label. Required on the first call; later calls may omit it or repeat it.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights. ``class_weight="balanced"`` cannot be estimated from one chunk:
+            pass a dict, e.g. from :func:`sklearn.utils.class_weight.compute_class_weight`.
+
+        Returns
+        -------
+        self : IDWAttentionClassifier
+        """
+        first = not hasattr(self, "classes_")
+        with self._unchanged_on_error():
+            if self.class_weight == "balanced":
+                raise ValueError(
+                    'class_weight="balanced" is not supported by partial_fit, which sees one chunk at a '
+                    "time: pass class_weight as a dict, e.g. dict(zip(classes, compute_class_weight("
+                    '"balanced", classes=classes, y=y_all))).'
+                )
+            device = _compute.resolve_device(self.device, fitting=True)
+            X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32])
+            check_classification_targets(y)
+            classes = self._stream_classes(classes, first)
+            known = np.isin(y, classes)
+            if not known.all():
+                raise ValueError(
+                    f"y holds labels {np.unique(y[~known]).tolist()} that are not in classes "
+                    f"{classes.tolist()}: pass every label of the stream on the first call to partial_fit."
+                )
+            y_codes = np.searchsorted(classes, y)
+            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            if self.class_weight is not None:
+                sample_weight = sample_weight * compute_class_weight(self.class_weight, classes=classes, y=y)[y_codes]
+            X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
+            rng = check_random_state(self.random_state)
+            if first:
+                self.classes_ = classes
+                self._start_stream(X, y_codes, sample_weight, rng)
+            self._place_owed_prototypes(X, y_codes, sample_weight, rng)
+            if first and len(self.prototypes_) == 0:
+                raise ValueError(
+                    "The first call to partial_fit placed no prototype: it needs rows with positive "
+                    "sample_weight of a class with a share of n_prototypes."
+                )
+            if len(X):
+                self._stream_pass(X, y_codes, sample_weight, device, rng)
+        return self
+
+    def _stream_classes(self, classes, first):
+        if classes is None:
+            if first:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit: every label the stream "
+                    "will hold, e.g. classes=np.unique(y_all)."
+                )
+            return self.classes_
+        classes = np.unique(np.asarray(classes))
+        if first and len(classes) < 2:
+            raise ValueError(f"classes must hold at least 2 labels, got {classes.tolist()}.")
+        if not first and not np.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"classes={classes.tolist()} differs from classes_={self.classes_.tolist()} of the model "
+                "trained so far: classes cannot change between calls (start over with fit or a new model)."
+            )
+        return classes
+
+    def _start_stream(self, X, y, weight, rng):
+        """State of a model before its first pass: no prototype yet, every class owed its share."""
+        n_classes = len(self.classes_)
+        n_prototypes = self.n_prototypes or 10 * n_classes
+        self.prototypes_, self.logits_ = np.empty((0, X.shape[1])), np.empty((0, n_classes))
+        self._pending_prototypes = _training.prototypes_per_class(np.full(n_classes, n_prototypes), n_prototypes)
+        if self.init == "random":
+            self.prototypes_, self.logits_ = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
+            self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
+        self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+        self.attention_params_ = {}
+        self.power_ = self._resolve_power(X.shape[1])
+        self.n_iter_, self.loss_curve_ = 0, []
+        self.validation_scores_ = self.best_validation_score_ = None
+        self._spread, self._optimizer_state = 0.0, {}
+
+    def _place_owed_prototypes(self, X, y, weight, rng):
+        """Add the k-means prototypes still owed to each class, from this call's rows of that class."""
+        counts = np.minimum(self._pending_prototypes, np.bincount(y, minlength=len(self.classes_)))
+        if not counts.any():
+            return
+        rows = counts[y] > 0
+        keys, values = _training.kmeans_prototypes(X[rows], y[rows], weight[rows], counts, len(self.classes_), rng)
+        self.prototypes_ = np.concatenate([self.prototypes_, keys])
+        self.logits_ = np.concatenate([self.logits_, values])
+        self.patched_prototypes_ = np.concatenate([self.patched_prototypes_, np.zeros(len(keys), dtype=bool)])
+        self._pending_prototypes = self._pending_prototypes - counts
+
+    def _stream_pass(self, X, y, weight, device, rng):
+        network = self._build_network(
+            self.prototypes_, self.logits_, torch.float32, self.power_, self.attention_params_
+        ).to(device)
+        result = _training.train(
+            network,
+            torch.as_tensor(X, dtype=torch.float32, device=device),
+            torch.as_tensor(y, device=device),
+            torch.as_tensor(weight, dtype=torch.float32, device=device),
+            max_epochs=1,
+            batch_size=self._batch_size(len(X)),
+            learning_rate=self.learning_rate,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            power_schedule=lambda epoch: self.power_,
+            # Offset by the passes so far: equal seeds still give equal models, and each pass its own shuffle.
+            generator=torch.Generator().manual_seed(int(rng.randint(2**31 - 1)) + self.n_iter_),
+            verbose=self.verbose,
+            spread=self._spread or None,
+            optimizer_state=self._optimizer_state,
+            anneal_learning_rate=False,
+        )
+        self._set_trained(network, self.power_, result)
+        self.n_iter_ += result.n_iter
+        self.loss_curve_ = [*self.loss_curve_, *result.loss_curve]
 
     def _attention_name(self):
         return self.attention if isinstance(self.attention, str) else None
@@ -400,6 +587,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
         return _with_positive_strides(X)
 
+    @_compute.limit_threads
     def _in_chunks(self, X, compute, prototypes=None, logits=None):
         """``compute(network, X_chunk)`` over row chunks of a validated X, as float64 numpy.
 
@@ -407,12 +595,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         float32 speed, float64 input gives results that do not depend on how rows are batched.
         """
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
-        network = self._network(dtype, prototypes, logits)
+        device = _compute.resolve_device(self.device, fitting=False)
+        network = self._network(dtype, prototypes, logits).to(device)
         rows = max(1, _CHUNK_ELEMENTS // len(network.keys))
         with torch.inference_mode():
             # torch refuses to wrap read-only memory (pandas, memmaps): copy such chunks.
             chunks = (np.require(X[i : i + rows], requirements="W") for i in range(0, len(X), rows))
-            parts = [compute(network, torch.from_numpy(chunk)).numpy() for chunk in chunks]
+            parts = [compute(network, torch.from_numpy(chunk).to(device)).cpu().numpy() for chunk in chunks]
         return np.concatenate(parts).astype(np.float64, copy=False)
 
     def _logits(self, X):

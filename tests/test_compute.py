@@ -1,0 +1,148 @@
+"""Where the estimator computes: the device it trains and predicts on, and the CPU threads it takes."""
+
+import io
+import threading
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_iris
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from protoattn import IDWAttentionClassifier
+from protoattn.attention import idw
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_two_threads = pytest.mark.skipif(torch.get_num_threads() < 2, reason="torch runs on one thread here")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def _threads_seen(record, wait=None):
+    """An IDW score that records torch's thread count in the calling thread on its first call."""
+
+    def score(X, K):
+        if not record:
+            record.append(torch.get_num_threads())
+            if wait is not None:
+                wait()
+        return idw(X, K, power=2.0)
+
+    return score
+
+
+# ---------------------------------------------------------------- threads
+
+
+@needs_two_threads
+def test_fit_and_predict_follow_threadpoolctl_limits(iris):
+    X, y = iris
+    fit_threads, predict_threads = [], []
+    clf = IDWAttentionClassifier(attention=_threads_seen(fit_threads), n_prototypes=6, max_epochs=2)
+    with threadpool_limits(limits=1):
+        clf.fit(X, y)
+        clf.attention = _threads_seen(predict_threads)
+        clf.predict(X)
+    assert fit_threads == predict_threads == [1]
+
+
+@needs_two_threads
+def test_fits_running_at_once_in_threads_share_the_cores(iris):
+    X, y = iris
+    budget = torch.get_num_threads()
+    first_inside, second_seen = threading.Event(), threading.Event()
+    first, second = [], []
+
+    def fit_first():
+        def hold():
+            first_inside.set()
+            second_seen.wait(timeout=60)
+
+        IDWAttentionClassifier(attention=_threads_seen(first, hold), n_prototypes=6, max_epochs=2).fit(X, y)
+
+    thread = threading.Thread(target=fit_first)
+    thread.start()
+    assert first_inside.wait(timeout=60)
+    IDWAttentionClassifier(attention=_threads_seen(second, second_seen.set), n_prototypes=6, max_epochs=2).fit(X, y)
+    thread.join()
+    # The first fit started alone and took every thread; the second, started beside it, took half.
+    assert first == [budget] and second == [budget // 2]
+    assert torch.get_num_threads() == budget  # restored
+
+
+# ----------------------------------------------------------------- device
+
+
+def test_cuda_without_cuda_is_a_clear_error_and_changes_nothing(iris, no_cuda):
+    X, y = iris
+    clf = IDWAttentionClassifier(device="cuda")
+    with pytest.raises(ValueError, match='device="cuda" but torch.cuda.is_available'):
+        clf.fit(X, y)
+    with pytest.raises(ValueError, match='device="cuda"'):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert not hasattr(clf, "classes_")
+
+
+def test_auto_falls_back_to_the_cpu(iris, no_cuda):
+    X, y = iris
+    clf = IDWAttentionClassifier(device="auto", n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+    cpu = IDWAttentionClassifier(device="cpu", n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(clf.prototypes_, cpu.prototypes_)
+
+
+def test_a_gpu_model_predicts_on_a_machine_without_cuda(iris, no_cuda):
+    X, y = iris
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.set_params(device="cuda")  # as a model fitted on a GPU and loaded here
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+
+
+@needs_cuda
+def test_fit_and_predict_on_a_gpu_give_numpy_and_match_the_cpu(iris):
+    X, y = iris
+    gpu = IDWAttentionClassifier(device="cuda", n_prototypes=6, max_epochs=30, random_state=0).fit(X, y)
+    for name in ("prototypes_", "logits_"):
+        value = getattr(gpu, name)
+        assert isinstance(value, np.ndarray) and value.dtype == np.float64
+    assert gpu.score(X, y) > 0.9
+    on_cpu = joblib.load(_dumped(gpu)).set_params(device="cpu")
+    np.testing.assert_allclose(gpu.predict_proba(X), on_cpu.predict_proba(X), atol=1e-6)
+
+
+@needs_cuda
+def test_partial_fit_on_a_gpu(iris):
+    X, y = iris
+    clf = IDWAttentionClassifier(device="cuda", n_prototypes=6, random_state=0)
+    for _ in range(10):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert isinstance(clf.prototypes_, np.ndarray)
+    assert clf.score(X, y) > 0.9
+
+
+@needs_cuda
+def test_a_gpu_fitted_model_loaded_without_cuda_predicts_on_the_cpu(iris, monkeypatch):
+    X, y = iris
+    gpu = IDWAttentionClassifier(device="cuda", n_prototypes=6, max_epochs=10, random_state=0).fit(X, y)
+    expected = gpu.predict(X)
+    buffer = _dumped(gpu)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    np.testing.assert_array_equal(joblib.load(buffer).predict(X), expected)
+
+
+def _dumped(model):
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    buffer.seek(0)
+    return buffer
