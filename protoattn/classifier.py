@@ -438,6 +438,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             if first:
                 self.classes_ = classes
                 self._start_stream(X, y_codes, sample_weight, rng)
+            elif not hasattr(self, "_optimizer_state"):
+                # A model from load() carries no optimiser state: training resumes with fresh Adam moments.
+                self._pending_prototypes = np.zeros(len(self.classes_), dtype=np.intp)
+                self._spread, self._optimizer_state = 0.0, {}
             self._place_owed_prototypes(X, y_codes, sample_weight, rng)
             if first and len(self.prototypes_) == 0:
                 raise ValueError(

@@ -74,9 +74,9 @@ def _features(clf, frame, path):
 
 def _write_table(frame, output):
     if output is None:
-        frame.to_csv(sys.stdout, index=False)
+        frame.to_csv(sys.stdout, index=False, float_format="%.6g")
     else:
-        frame.to_csv(output, index=False)
+        frame.to_csv(output, index=False, float_format="%.6g")
         print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
 
 
@@ -266,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = command("fit", fit, "fit a model on a CSV file and save it")
-    p.add_argument("data", metavar="DATA.csv", help="CSV with a header row; every column but the target is a feature")
+    p.add_argument(
+        "data",
+        metavar="DATA.csv",
+        help="CSV with a header row; every column but the target is a feature, used as it is (distances "
+        "compare features directly: put them on comparable scales first)",
+    )
     p.add_argument("--target", required=True, metavar="COLUMN", help="name of the label column")
     p.add_argument("--model", required=True, metavar="MODEL", help="where to write the model")
     p.add_argument("--attention", default="idw", help="attention score (default idw)")

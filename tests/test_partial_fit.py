@@ -123,6 +123,16 @@ def test_partial_fit_continues_a_fitted_model(iris):
     assert clf.score(X, y) > 0.9
 
 
+def test_partial_fit_continues_a_model_loaded_from_a_file(iris, tmp_path):
+    X, y = iris
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=30, random_state=0).fit(X, y)
+    clf.save(tmp_path / "model.protoattn")
+    loaded = IDWAttentionClassifier.load(tmp_path / "model.protoattn")
+    loaded.partial_fit(X, y)
+    assert loaded.n_iter_ == clf.n_iter_ + 1 and loaded.prototypes_.shape == clf.prototypes_.shape
+    assert loaded.score(X, y) > 0.9
+
+
 def test_partial_fit_with_random_init(iris):
     X, y = iris
     clf = IDWAttentionClassifier(n_prototypes=6, init="random", random_state=0)
