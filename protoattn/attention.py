@@ -106,6 +106,14 @@ def relu(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tens
     return torch.relu(X @ K.T)
 
 
+def _lp_norm(K: Tensor, p: float) -> Tensor:
+    """``‖k‖_p`` per row, scaled by the largest entry so that no power over- or underflows."""
+    tiny = torch.finfo(K.dtype).tiny
+    largest = K.abs().amax(1, keepdim=True).clamp(min=tiny)
+    ratios = (K.abs() / largest).clamp(min=tiny)  # > 0: finite gradients for p < 1
+    return largest.squeeze(1) * ratios.pow(p).sum(1).pow(1.0 / p)
+
+
 class ImplicitKernel(nn.Module):
     """Implicit kernel attention (Song et al. 2021): ``score = log κ(x - k) + ‖k‖_p² / (2√d)``.
 
@@ -134,8 +142,7 @@ class ImplicitKernel(nn.Module):
             torch.stack([w - 0.5 * squared_distances(X * s, K * s) for w, s in zip(log_mixture, scales, strict=True)]),
             dim=0,
         )
-        magnitude = K.abs().pow(power).sum(1).pow(2.0 / power)
-        return log_kernel + magnitude / (2.0 * math.sqrt(d))
+        return log_kernel + _lp_norm(K, power).square_() / (2.0 * math.sqrt(d))
 
 
 ScoreFunction = Callable[..., Tensor]
