@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .attention import ScoreFunction
+from .attention import SOFTMAX_CLOSED_FORMS, ScoreFunction
 
 
 class PrototypeAttention(nn.Module):
@@ -42,6 +42,9 @@ class PrototypeAttention(nn.Module):
 
     def weights(self, X: Tensor) -> Tensor:
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
+        closed_form = SOFTMAX_CLOSED_FORMS.get(self.score) if self.softmax else None
+        if closed_form is not None:
+            return closed_form(X, self.keys, power=self.power, eps=self.eps)
         scores = self.scores(X)
         return torch.softmax(scores, dim=1) if self.softmax else scores
 

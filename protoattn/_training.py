@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -19,6 +18,9 @@ from ._network import PrototypeAttention
 #: Initial value rows are one-hot class indicators times this logit scale.
 VALUE_SCALE = 3.0
 
+#: k-means initialisation sees at most this many rows of a class per centre.
+KMEANS_ROWS_PER_CENTRE = 50
+
 
 def aggregate_duplicates(X, y, sample_weight):
     """Merge identical ``(x, y)`` rows, summing their weights, and drop rows of weight 0.
@@ -26,10 +28,14 @@ def aggregate_duplicates(X, y, sample_weight):
     This makes ``sample_weight=k`` exactly the same as repeating a row k times (the rows end up in
     one canonical, sorted order either way).
     """
-    rows, inverse = np.unique(np.column_stack([X, y]), axis=0, return_inverse=True)
-    weight = np.bincount(inverse.ravel(), weights=sample_weight, minlength=len(rows))
-    keep = weight > 0
-    return rows[keep, :-1], rows[keep, -1].astype(np.intp), weight[keep]
+    # One byte string per row (-0.0 + 0.0 is 0.0): np.unique sorts these far faster than it sorts rows
+    # column by column.
+    rows = np.ascontiguousarray(np.column_stack([X + 0.0, y]))
+    keys = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    weight = np.bincount(inverse.ravel(), weights=sample_weight, minlength=len(first))
+    first = first[weight > 0]
+    return X[first], y[first], weight[weight > 0]
 
 
 def prototypes_per_class(class_sizes, n_prototypes):
@@ -48,7 +54,9 @@ def prototypes_per_class(class_sizes, n_prototypes):
 def kmeans_prototypes(X, y, weight, counts, n_classes, random_state):
     """Class-balanced k-means initialisation.
 
-    Keys: ``counts[c]`` weighted k-means centres of class c's rows. Values: ``VALUE_SCALE`` times the
+    Keys: ``counts[c]`` weighted k-means centres of class c's rows (of a random subset of
+    ``KMEANS_ROWS_PER_CENTRE`` rows per centre in large classes: training moves the keys anyway, and
+    k-means on all rows would cost more than the training itself). Values: ``VALUE_SCALE`` times the
     weighted class frequencies of the training rows nearest to each key (its Voronoi cell), so the
     network starts as a soft nearest-prototype classifier that already respects sample and class
     weights; a key with an empty cell starts as its own class.
@@ -61,6 +69,9 @@ def kmeans_prototypes(X, y, weight, counts, n_classes, random_state):
         if k == len(Xc):
             centres = Xc
         else:
+            if len(Xc) > KMEANS_ROWS_PER_CENTRE * k:
+                rows = random_state.choice(len(Xc), KMEANS_ROWS_PER_CENTRE * k, replace=False)
+                Xc, wc = Xc[rows], wc[rows]
             km = KMeans(n_clusters=int(k), n_init=1, random_state=random_state)
             centres = km.fit(Xc, sample_weight=wc).cluster_centers_
         keys.append(centres)
@@ -108,6 +119,10 @@ class TrainingResult:
     best_validation_score: float | None = None
 
 
+def _snapshot(network):
+    return {name: tensor.detach().clone() for name, tensor in network.state_dict().items()}
+
+
 def _weighted_accuracy(network, X, y, w):
     with torch.inference_mode():
         hit = (network(X).argmax(1) == y).to(w.dtype)
@@ -146,23 +161,29 @@ def train(
         {"params": [network.keys], "lr": learning_rate * spread},
         {"params": [p for name, p in network.named_parameters() if name != "keys"]},
     ]
-    optimizer = torch.optim.Adam(groups, lr=learning_rate)
+    # fused: one kernel per parameter instead of a dozen small ops, most of the step's overhead.
+    optimizer = torch.optim.Adam(groups, lr=learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs * steps_per_epoch)
     result = TrainingResult()
-    best, best_state, stall = -math.inf, copy.deepcopy(network.state_dict()), 0
+    best, best_state, stall = -math.inf, _snapshot(network), 0
     for epoch in range(max_epochs):
         network.power = power_schedule(epoch)
-        order = torch.randperm(n, generator=generator) if steps_per_epoch > 1 else None
+        if steps_per_epoch > 1:
+            # One gather per epoch; the batches are then views.
+            order = torch.randperm(n, generator=generator)
+            Xe, ye, we = X[order], y[order], w[order]
+        else:
+            Xe, ye, we = X, y, w
         epoch_loss = torch.zeros((), dtype=X.dtype)
         for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size] if order is not None else slice(None)
-            xb, yb, wb = X[idx], y[idx], w[idx]
-            loss = (torch.nn.functional.cross_entropy(network(xb), yb, reduction="none") * wb).sum() / wb.sum()
+            xb, yb, wb = Xe[start : start + batch_size], ye[start : start + batch_size], we[start : start + batch_size]
+            batch_weight = wb.sum()
+            loss = torch.dot(torch.nn.functional.cross_entropy(network(xb), yb, reduction="none"), wb) / batch_weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            epoch_loss += loss.detach() * wb.sum()
+            epoch_loss += loss.detach() * batch_weight
         epoch_loss = float(epoch_loss / w.sum())
         if not math.isfinite(epoch_loss):
             network.load_state_dict(best_state)
@@ -185,7 +206,7 @@ def train(
             print(message, flush=True)
         # While the power still changes, scores are not comparable across epochs: restart the count.
         if current > best + tol or power_schedule(epoch + 1) != network.power:
-            best, best_state, stall = current, copy.deepcopy(network.state_dict()), 0
+            best, best_state, stall = current, _snapshot(network), 0
         else:
             stall += 1
             if stall >= n_iter_no_change:
