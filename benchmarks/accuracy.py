@@ -13,6 +13,7 @@ import time
 import warnings
 
 import numpy as np
+from _machine import describe
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine, make_classification, make_moons
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -22,7 +23,6 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from _machine import describe
 from protoattn import IDWAttentionClassifier
 
 OURS = "IDWAttention"
@@ -72,6 +72,7 @@ def main(argv=None):
     seconds = {name: 0.0 for name in models}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", "self.within_class_std_dev_", UserWarning)  # NearestCentroid on digits
         for set_name, (X, y) in data.items():
             for name, model in models.items():
                 start = time.perf_counter()
@@ -93,9 +94,7 @@ def main(argv=None):
     print("| **mean** | " + " | ".join(f"{means[name]:.4f}" for name in names) + " |")
     print("| total time (s) | " + " | ".join(f"{seconds[name]:.1f}" for name in names) + " |")
     best_baseline = max((name for name in names if name != OURS), key=means.get)
-    print(
-        f"\nMean accuracy of {OURS} / best baseline ({best_baseline}): **{means[OURS] / means[best_baseline]:.4f}**."
-    )
+    print(f"\nMean accuracy of {OURS} / best baseline ({best_baseline}): **{means[OURS] / means[best_baseline]:.4f}**.")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ from .attention import ATTENTIONS, SOFTMAX_FREE
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 
-# Rows per chunk in prediction: keeps each (rows, m) float32 buffer near 16 MB.
-_CHUNK_ELEMENTS = 4_000_000
+# Rows per chunk in prediction: each (rows, m) buffer holds about 256k numbers (1-2 MB), so the
+# passes over it run in cache and the memory beyond the output is bounded whatever the number of rows.
+_CHUNK_ELEMENTS = 2**18
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         else:
             n_prototypes = self.n_prototypes or 10 * n_classes
             keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
-        power = self._resolve_power(X.shape[1])
+        power = self._resolve_power(X, weight, keys)
         network = self._build_network(keys, values, torch.float32, power)
         validation = None
         if self.early_stopping:
@@ -297,11 +298,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if batch_size == "auto":
             batch_size = len(X) if len(X) <= 512 else 256
         start = min(2.0, power) if self._attention_name() in DISTANCE_ATTENTIONS else power
-        half = max(self.max_epochs // 2, 1)
-
-        def power_schedule(epoch):
-            return start + (power - start) * min(epoch / half, 1.0)
-
+        power_schedule = _training.power_schedule(start, power, self.max_epochs // 2)
         result = _training.train(
             network,
             torch.as_tensor(X, dtype=torch.float32),
@@ -334,10 +331,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _attention_name(self):
         return self.attention if isinstance(self.attention, str) else None
 
-    def _resolve_power(self, n_features):
+    def _resolve_power(self, X, weight, keys):
         if self.power != "auto":
             return float(self.power)
-        return 2.0 * math.sqrt(max(n_features, 1)) if self.attention == "idw" else 2.0
+        if self.attention != "idw":
+            return 2.0
+        # An even integer, so that the weights need no logarithm (see attention.idw_weights).
+        return 2.0 * max(round(math.sqrt(X.shape[1])), 1)
 
     def _build_network(self, keys, values, dtype, power, attention_params=None):
         entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
@@ -397,7 +397,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
 
     def _in_chunks(self, X, compute, prototypes=None, logits=None):
-        """``compute(network, X_chunk)`` over row chunks of a validated X, as float64 numpy.
+        """``compute(network, X_chunk)`` over row chunks of a validated X, into one numpy array
+        (float64 for floating results).
 
         The network computes in X's dtype, like scikit-learn's estimators: float32 input runs at
         float32 speed, float64 input gives results that do not depend on how rows are batched.
@@ -405,33 +406,41 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         network = self._network(dtype, prototypes, logits)
         rows = max(1, _CHUNK_ELEMENTS // len(network.keys))
+        out = None
         with torch.inference_mode():
-            # torch refuses to wrap read-only memory (pandas, memmaps): copy such chunks.
-            chunks = (np.require(X[i : i + rows], requirements="W") for i in range(0, len(X), rows))
-            parts = [compute(network, torch.from_numpy(chunk)).numpy() for chunk in chunks]
-        return np.concatenate(parts).astype(np.float64, copy=False)
+            for start in range(0, len(X), rows):
+                # torch refuses to wrap read-only memory (pandas, memmaps): copy such chunks.
+                chunk = torch.from_numpy(np.require(X[start : start + rows], requirements="W"))
+                part = np.asarray(compute(network, chunk))
+                if out is None:
+                    kind = np.float64 if np.issubdtype(part.dtype, np.floating) else part.dtype
+                    out = np.empty((len(X), *part.shape[1:]), dtype=kind)
+                out[start : start + len(part)] = part
+        return out
 
-    def _logits(self, X):
-        return self._in_chunks(self._validate_X(X), PrototypeAttention.forward)
+    def _from_logits(self, X, finish):
+        """``finish(logits)`` on each chunk's float64 logits (numpy): memory stays bounded by the chunk size."""
+        return self._in_chunks(self._validate_X(X), lambda network, x: finish(network(x).double().numpy()))
 
     def decision_function(self, X):
         """Class logits ``Σ_i a_i(x) logits_[i]``; for two classes, the logit difference (n_samples,)."""
-        logits = self._logits(X)
-        return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
+        check_is_fitted(self)
+        if len(self.classes_) == 2:
+            return self._from_logits(X, lambda logits: logits[:, 1] - logits[:, 0])
+        return self._from_logits(X, lambda logits: logits)
 
     def predict(self, X):
         """Predicted class labels."""
-        logits = self._logits(X)
-        return self.classes_[np.argmax(logits, axis=1)]
+        indices = self._from_logits(X, lambda logits: logits.argmax(1))
+        return self.classes_[indices]
 
     def predict_proba(self, X):
         """Class probabilities, ``softmax`` of the logits."""
-        return _softmax(self._logits(X))
+        return self._from_logits(X, lambda logits: np.exp(_log_softmax(logits)))
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed stably."""
-        logits = self._logits(X)
-        return logits - _logsumexp(logits)
+        return self._from_logits(X, _log_softmax)
 
     # -------------------------------------------------------------- inspect
 
@@ -590,11 +599,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _logsumexp(logits):
-    top = logits.max(axis=1, keepdims=True)
-    return top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
-
-
-def _softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+def _log_softmax(logits):
+    # In place, in numpy: torch's softmax is slow on rows as short as (n, n_classes).
+    logits -= logits.max(axis=1, keepdims=True)
+    logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return logits
