@@ -114,7 +114,8 @@ class _ShepardWeights(torch.autograd.Function):
         q = 0.5 * power
         info = torch.finfo(X.dtype)
         d2 = _expanded_squared_distances(X, K)
-        floor = d2.amin(1, keepdim=True).clamp_(min=max(eps ** (1.0 / q), info.tiny))
+        hit = math.exp(min(math.log(eps) / q, math.log(info.max))) if eps > 0 else 0.0  # ‖x - k‖² where d^p = eps
+        floor = d2.amin(1, keepdim=True).clamp_(min=max(hit, info.tiny))
         # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
         cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
         ratio = d2.div_(floor).clamp_(min=info.tiny, max=cap)  # ‖x - k‖² / floor
