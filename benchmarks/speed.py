@@ -23,6 +23,7 @@ from sklearn.datasets import make_classification
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from protoattn import IDWAttentionClassifier
 
@@ -91,10 +92,16 @@ def peak_memory(name):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
+    parser.add_argument(
+        "--threads", type=int, help="torch and BLAS threads for both estimators (default: each library's own)"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         return peak_memory_child(args.memory_child)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)
 
     X, y, X_new = problem()
     X_new64 = X_new.astype(np.float64)
