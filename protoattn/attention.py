@@ -29,18 +29,28 @@ __all__ = [
     "expressive",
     "gaussian",
     "idw",
+    "idw_weights",
     "inv_dist",
     "neg_dist",
     "relu",
     "squared_distances",
+    "SOFTMAX_CLOSED_FORMS",
 ]
 
 
 def squared_distances(X: Tensor, K: Tensor) -> Tensor:
     """``‖x - k‖²`` for every pair, through one matmul: ``‖x‖² - 2 x·k + ‖k‖²``, clamped at 0."""
-    d2 = torch.addmm((K * K).sum(1), X, K.T, alpha=-2.0)
-    d2 += (X * X).sum(1, keepdim=True)
-    return d2.clamp_(min=0.0)
+    return _expanded_squared_distances(X, K).clamp_(min=0.0)
+
+
+def _expanded_squared_distances(X: Tensor, K: Tensor) -> Tensor:
+    # ‖x‖² - 2 x·k + ‖k‖²: rounding can take it slightly below 0.
+    return torch.addmm(_squared_norms(K), X, K.T, alpha=-2.0).add_(_squared_norms(X)[:, None])
+
+
+def _squared_norms(X: Tensor) -> Tensor:
+    # One pass with no (n, d) temporary, unlike (X * X).sum(1): an order of magnitude faster on big X.
+    return torch.linalg.vector_norm(X, dim=1).square()
 
 
 def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
@@ -66,6 +76,78 @@ def idw(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tenso
     if eps == 0:
         return log_dp.neg_()
     return torch.logaddexp(log_dp, torch.tensor(math.log(eps), dtype=X.dtype, device=X.device)).neg_()
+
+
+def idw_weights(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
+    """``softmax(idw(X, K))`` in closed form: Shepard's normalised weights ``r_i / Σ_j r_j`` with
+    ``r_i = 1 / (eps + ‖x - k_i‖^p)``.
+
+    This is what the network computes for ``attention="idw"``, in training and in prediction. Each row
+    is first divided by its nearest key's squared distance (floored at ``eps^(2/p)``), so that its
+    largest ``r_i`` lies in ``[1/2, 1]``: no power overflows, a far key's weight underflows to 0,
+    and an exact hit gets ``1/eps``. For a whole ``p/2`` the power is taken by repeated squaring, so
+    there is no logarithm at all, and the backward pass is written out (softmax's Jacobian times
+    ``d score / d ‖x - k‖² = -(p/2) σ / ‖x - k‖²`` with ``σ = ‖x - k‖^p / (eps + ‖x - k‖^p)``):
+    a handful of passes over the (n, m) matrix instead of autograd's dozen.
+    """
+    # Under no_grad or inference_mode the forward skips what only the backward needs.
+    grad = torch.is_grad_enabled() and (X.requires_grad or K.requires_grad)
+    return _ShepardWeights.apply(X, K, float(power), float(eps), grad)
+
+
+def _raise_(x: Tensor, q: float) -> Tensor:
+    """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64, else
+    ``exp(q log x)`` (``torch.pow`` with a float exponent is several times slower than either)."""
+    if not (float(q).is_integer() and 1 <= q <= 64):
+        return x.log_().mul_(q).exp_()
+    q = int(q)
+    while q % 2 == 0:
+        x.square_()
+        q //= 2
+    result = x.clone() if q > 1 else x
+    q //= 2
+    while q:
+        x.square_()
+        if q % 2:
+            result.mul_(x)
+        q //= 2
+    return result
+
+
+class _ShepardWeights(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, X, K, power, eps, grad):
+        q = 0.5 * power
+        info = torch.finfo(X.dtype)
+        d2 = _expanded_squared_distances(X, K)
+        hit = math.exp(min(math.log(eps) / q, math.log(info.max))) if eps > 0 else 0.0  # ‖x - k‖² where d^p = eps
+        floor = d2.amin(1, keepdim=True).clamp_(min=max(hit, info.tiny))
+        # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
+        cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+        ratio = d2.div_(floor).clamp_(min=info.tiny, max=cap)  # ‖x - k‖² / floor
+        z = _raise_(ratio.clone() if grad else ratio, q)  # (‖x - k‖^p) / floor^(p/2)
+        e = floor.log().mul_(-q).add_(math.log(eps)).exp_() if eps > 0 else 0.0  # eps / floor^(p/2)
+        r = (z + e if grad else z.add_(e)).reciprocal_()
+        if grad:
+            sensitivity = z.mul_(r).div_(ratio).mul_(q / floor)  # (p/2) σ / ‖x - k‖²
+        weights = r.div_(r.sum(1, keepdim=True))
+        if grad:
+            ctx.save_for_backward(X, K, weights, sensitivity.mul_(weights))
+        return weights
+
+    @staticmethod
+    def backward(ctx, grad_weights):
+        X, K, weights, weighted_sensitivity = ctx.saved_tensors
+        # dL/d‖x - k‖² = a (p/2) σ / ‖x - k‖² (Σ_j a_j g_j - g): softmax's Jacobian, then the score's.
+        mean = (weights * grad_weights).sum(1, keepdim=True)
+        grad_d2 = (mean - grad_weights).mul_(weighted_sensitivity)
+        grad_X = grad_K = None
+        # ‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²
+        if ctx.needs_input_grad[0]:
+            grad_X = torch.addmm(X * grad_d2.sum(1, keepdim=True), grad_d2, K, beta=2.0, alpha=-2.0)
+        if ctx.needs_input_grad[1]:
+            grad_K = torch.addmm(K * grad_d2.sum(0)[:, None], grad_d2.T, X, beta=2.0, alpha=-2.0)
+        return grad_X, grad_K, None, None, None
 
 
 def inv_dist(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
@@ -161,6 +243,9 @@ ATTENTIONS: dict[str, ScoreFunction | type[nn.Module]] = {
     "kernel": ImplicitKernel,
     "relu": relu,
 }
+
+#: Scores whose softmax the network takes in closed form (cheaper, same values): score -> weights function.
+SOFTMAX_CLOSED_FORMS: dict[ScoreFunction, ScoreFunction] = {idw: idw_weights}
 
 #: Scores used as the weights directly, without softmax.
 SOFTMAX_FREE = frozenset({"relu"})

@@ -309,3 +309,20 @@ def test_relu_baseline_says_it_is_not_attention(iris):
         activations = clf.attention_weights(X)
     assert (activations >= 0).all() and not np.allclose(activations.sum(1), 1)
     np.testing.assert_allclose(_softmax(activations @ clf.logits_), clf.predict_proba(X), atol=1e-12)
+
+
+def test_predictions_do_not_depend_on_the_chunk_size(fitted, iris, monkeypatch):
+    X, _ = iris
+    methods = ["predict", "predict_proba", "predict_log_proba", "decision_function", "attention_weights"]
+    whole = {name: getattr(fitted, name)(X) for name in methods}
+    monkeypatch.setattr("protoattn.classifier._CHUNK_ELEMENTS", 7 * len(fitted.prototypes_))  # 7 rows a chunk
+    for name in methods:
+        np.testing.assert_allclose(getattr(fitted, name)(X), whole[name], rtol=1e-12, atol=1e-15)
+
+
+def test_float32_input_predicts_like_float64(fitted, iris):
+    X, _ = iris
+    proba = fitted.predict_proba(X.astype(np.float32))
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(1), 1.0)
+    np.testing.assert_allclose(proba, fitted.predict_proba(X), atol=1e-5)

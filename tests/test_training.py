@@ -1,0 +1,52 @@
+"""The optimisation machinery: the written-out Adam and the merging of duplicate rows."""
+
+import numpy as np
+import torch
+
+from protoattn._training import CosineAdam, aggregate_duplicates, power_schedule
+
+
+def test_cosine_adam_is_torch_adam_under_a_cosine_schedule():
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64)]
+    ours[1].requires_grad_()
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    reference = torch.optim.Adam([{"params": [theirs[0]], "lr": 0.3}, {"params": [theirs[1]]}], lr=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=20)
+    optimizer = CosineAdam(ours, [0.3, 0.1], total_steps=20)
+
+    def loss(a, b):
+        return (a.sin().sum() * b.cos().sum()) ** 2
+
+    for _ in range(20):
+        optimizer.step(torch.autograd.grad(loss(*ours), ours))
+        reference.zero_grad()
+        loss(*theirs).backward()
+        reference.step()
+        schedule.step()
+    for mine, torchs in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine.detach().numpy(), torchs.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_duplicates_merge_into_weights_the_same_whatever_the_order():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(300, 4)).astype(np.float64)
+    X[::7, 0] = -0.0  # -0.0 and 0.0 are one value
+    y = rng.integers(0, 2, size=300)
+    weight = rng.integers(0, 3, size=300).astype(float)
+    merged = aggregate_duplicates(X, y, weight)
+    order = rng.permutation(300)
+    again = aggregate_duplicates(X[order], y[order], weight[order])
+    for a, b in zip(merged, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    rows, counts = np.unique(np.column_stack([X + 0.0, y])[weight > 0], axis=0, return_counts=True)
+    assert len(merged[0]) == len(rows) and merged[2].sum() == weight.sum()
+    assert (merged[2] > 0).all()
+
+
+def test_power_schedule_anneals_through_even_powers():
+    schedule = power_schedule(2.0, 20.0, 9)
+    powers = [schedule(epoch) for epoch in range(12)]
+    assert powers[0] == 2.0 and powers[9:] == [20.0] * 3
+    assert all(p % 2 == 0 for p in powers) and powers == sorted(powers)
+    assert power_schedule(2.0, 7.5, 4)(2) == 4.75  # not both even: linear
