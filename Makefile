@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(PY) -m ruff check .
-	$(PY) -m pytest protoattn tests
+	$(PY) -m pytest protoattn tests README.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info
