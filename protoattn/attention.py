@@ -88,8 +88,11 @@ def idw_weights(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) 
     and an exact hit gets ``1/eps``. For a whole ``p/2`` the power is taken by repeated squaring, so
     there is no logarithm at all, and the backward pass is written out (softmax's Jacobian times
     ``d score / d ‖x - k‖² = -(p/2) σ / ‖x - k‖²`` with ``σ = ‖x - k‖^p / (eps + ‖x - k‖^p)``):
-    a handful of passes over the (n, m) matrix instead of autograd's dozen.
+    a handful of passes over the (n, m) matrix instead of autograd's dozen. With ``eps = 0`` an exact
+    hit is a singularity the rescaling cannot absorb, so that case takes softmax of the log-space score.
     """
+    if eps == 0:
+        return torch.softmax(idw(X, K, power=power, eps=eps), dim=1)
     # Under no_grad or inference_mode the forward skips what only the backward needs.
     grad = torch.is_grad_enabled() and (X.requires_grad or K.requires_grad)
     return _ShepardWeights.apply(X, K, float(power), float(eps), grad)
