@@ -15,12 +15,6 @@ from protoattn import ATTENTIONS, IDWAttentionClassifier
 
 
 @pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return StandardScaler().fit_transform(X), y
-
-
-@pytest.fixture(scope="module")
 def fitted(iris):
     X, y = iris
     return IDWAttentionClassifier(n_prototypes=9, max_epochs=30, random_state=0).fit(X, y)

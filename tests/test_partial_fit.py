@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits, load_iris
+from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -17,12 +17,6 @@ from protoattn import IDWAttentionClassifier
 def digits():
     X, y = load_digits(return_X_y=True)
     return train_test_split(StandardScaler().fit_transform(X), y, test_size=0.25, random_state=0, stratify=y)
-
-
-@pytest.fixture(scope="module")
-def iris():
-    X, y = load_iris(return_X_y=True)
-    return StandardScaler().fit_transform(X), y
 
 
 def _chunks(X, y, size):
