@@ -56,7 +56,7 @@ def _squared_norms(X: Tensor) -> Tensor:
 def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
     # An exact hit (distance 0) becomes the smallest normal float instead of log(0) = -inf, so that
     # gradients stay finite; log(tiny) is far below any log(eps) that matters.
-    return squared_distances(X, K).clamp_(min=torch.finfo(X.dtype).tiny).log_()
+    return _expanded_squared_distances(X, K).clamp_(min=torch.finfo(X.dtype).tiny).log_()
 
 
 def _capped_exp(log_scores: Tensor) -> Tensor:

@@ -675,9 +675,6 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
-        return self._weights(X)
-
-    def _weights(self, X):
         return self._in_chunks(self._validate_X(X), PrototypeAttention.weights)
 
     def explain(self, X, top_k=3):

@@ -80,6 +80,11 @@ def _write_table(frame, output):
         print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
 
 
+def _prototypes_per_class(clf):
+    labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
+    return "prototypes per class: " + ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True))
+
+
 class _EpochProgress:
     """A stream for the estimator's verbose output that draws one progress bar on stderr."""
 
@@ -135,8 +140,7 @@ def fit(args):
     print(f"fitted {len(clf.prototypes_)} prototypes on {len(X_train)} rows in {clf.n_iter_} epochs")
     if X_test is not None:
         print(f"held-out accuracy: {clf.score(X_test, y_test):.4f} on {len(X_test)} rows")
-    labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
-    print("prototypes per class: " + ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True)))
+    print(_prototypes_per_class(clf))
     clf.verbose = 0
     clf.save(args.model)
     print(f"model written to {args.model}")
@@ -225,8 +229,7 @@ def demo(args):
     print(f"digits: {len(X_train)} training / {len(X_test)} test images of 8x8 pixels")
     print(f"fitted {len(clf.prototypes_)} prototypes in {clf.n_iter_} epochs (power p = {clf.power_:.1f})")
     print(f"test accuracy: {clf.score(X_test, y_test):.4f}")
-    labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
-    print("prototypes per class: " + ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True)))
+    print(_prototypes_per_class(clf))
 
     e = clf.explain(X_test[:1], top_k=3)
     print(f"\nwhy test image 0 (true {y_test[0]}) is predicted {e.predicted[0]}:")
