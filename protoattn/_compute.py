@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import threading
 
+import numpy as np
 import torch
+from torch import Tensor
 
-_ACTIVE_LOCK = threading.Lock()
-_active_calls = 0
-_thread_state = threading.local()
+_state = threading.local()
 
 
 def resolve_device(device: str, *, fitting: bool) -> torch.device:
@@ -29,41 +29,47 @@ def resolve_device(device: str, *, fitting: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def limit_threads(method):
-    """Run ``method`` with torch's CPU threads shared among the calls running at once in this process.
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``; on the CPU, when autograd need not record it, through numpy's BLAS.
 
-    torch runs each operation on up to ``torch.get_num_threads()`` threads, a count that already
-    follows ``OMP_NUM_THREADS``, joblib's per-worker limit in its process-based workers and
-    threadpoolctl's ``threadpool_limits``. Calls made at the same time from several threads of one
-    process (joblib's threading backend, a Dask worker's threads, the user's own) would each use
-    that many and oversubscribe the cores: here each call gets that count divided by the number of
-    calls running when it starts (itself included), at least 1, and the count is restored afterwards.
-    Only torch's own thread count changes: limiting every OpenMP runtime through threadpoolctl
-    (scikit-learn's too) made OpenBLAS warn "Detect OpenMP Loop" in threaded grid searches. Nested
-    calls in the same thread keep the outer call's count.
+    torch's CPU wheels multiply with MKL, which on AMD processors runs the products here (many rows
+    by ~100 prototypes, or by ~10 classes) 2.5-10 times slower than the OpenBLAS that numpy ships
+    (measured in ``benchmarks/speed.py``). The numpy arrays share the tensors' memory: nothing is copied.
+    """
+    if a.device.type != "cpu" or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        return a @ b
+    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+
+
+def limit_threads(method):
+    """Run ``method`` with torch computing on one thread in the calling thread.
+
+    The work here is many small operations (a training step is a batch of rows against the
+    prototypes; prediction goes through cache-sized row chunks), and the products go through
+    numpy's BLAS (see :func:`matmul`), which runs its own threads. A second torch thread inside
+    each small operation saves little, and torch's OpenMP threads spinning for the cores the BLAS's
+    threads want made a fit 20-50 times slower on a 2-core machine (``benchmarks/speed.py``). So a
+    call sets torch's count to 1 in its own thread (torch's count is per thread) and restores it on
+    return; the BLAS keeps the threads it is given (``OPENBLAS_NUM_THREADS``, threadpoolctl, joblib's
+    limits in its workers). Calls running at once from several threads (joblib's threading backend,
+    a Dask worker's threads) thus never oversubscribe the cores with torch threads. Nested calls
+    keep the outer call's setting.
     """
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
-        if getattr(_thread_state, "limited", False):
+        if getattr(_state, "limited", False):
             return method(*args, **kwargs)
-        global _active_calls
-        with _ACTIVE_LOCK:
-            _active_calls += 1
-            active = _active_calls
         before = torch.get_num_threads()
-        threads = max(1, before // active)
-        # Set only when it changes: torch also stores the count for threads that start later.
-        if threads != before:
-            torch.set_num_threads(threads)
-        _thread_state.limited = True
+        # Set only when it changes: torch also keeps the count for threads that start later.
+        if before != 1:
+            torch.set_num_threads(1)
+        _state.limited = True
         try:
             return method(*args, **kwargs)
         finally:
-            _thread_state.limited = False
-            if threads != before:
+            _state.limited = False
+            if before != 1:
                 torch.set_num_threads(before)
-            with _ACTIVE_LOCK:
-                _active_calls -= 1
 
     return wrapper

@@ -20,6 +20,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ._compute import matmul
+
 __all__ = [
     "ATTENTIONS",
     "SOFTMAX_FREE",
@@ -45,7 +47,7 @@ def squared_distances(X: Tensor, K: Tensor) -> Tensor:
 
 def _expanded_squared_distances(X: Tensor, K: Tensor) -> Tensor:
     # ‖x‖² - 2 x·k + ‖k‖²: rounding can take it slightly below 0.
-    return torch.addmm(_squared_norms(K), X, K.T, alpha=-2.0).add_(_squared_norms(X)[:, None])
+    return matmul(X, K.T * -2.0).add_(_squared_norms(K)).add_(_squared_norms(X)[:, None])
 
 
 def _squared_norms(X: Tensor) -> Tensor:
@@ -117,22 +119,53 @@ def _raise_(x: Tensor, q: float) -> Tensor:
     return result
 
 
+def _shepard_ratios(X: Tensor, K: Tensor, power: float, eps: float, *, grad: bool = False):
+    """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖x - k_i‖^p)``, each row rescaled as in
+    :func:`idw_weights` (so only ratios within a row mean anything), for ``eps > 0``.
+
+    Returns ``(r, sensitivity)``; with ``grad=True`` ``sensitivity`` is ``(p/2) σ / ‖x - k‖²`` (see
+    :func:`idw_weights`), which :func:`_shepard_distance_grad` needs, else None.
+    """
+    q = 0.5 * power
+    info = torch.finfo(X.dtype)
+    d2 = _expanded_squared_distances(X, K)
+    hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
+    floor = d2.amin(1, keepdim=True).clamp_(min=max(hit, info.tiny))
+    # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
+    cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+    ratio = d2.div_(floor).clamp_(min=info.tiny, max=cap)  # ‖x - k‖² / floor
+    z = _raise_(ratio.clone() if grad else ratio, q)  # (‖x - k‖^p) / floor^(p/2)
+    e = floor.log().mul_(-q).add_(math.log(eps)).exp_()  # eps / floor^(p/2)
+    if not grad:
+        return z.add_(e).reciprocal_(), None
+    # z / ratio = ratio^(q - 1), unbounded at a hit when p < 2 (the slope of d^p at 0): bounded
+    # there by flooring the ratio at the float's resolution.
+    z_over_ratio = torch.div(z, ratio.clamp_(min=info.eps), out=ratio)
+    r = z.add_(e).reciprocal_()
+    return r, z_over_ratio.mul_(r).mul_(q / floor)  # (p/2) σ / ‖x - k‖² with σ = z r
+
+
+def _shepard_distance_grad(weighted_sensitivity: Tensor, grad_weights: Tensor, mean: Tensor) -> Tensor:
+    """Gradient of a loss with respect to the squared distances, from its gradient ``g`` with respect
+    to the normalised Shepard weights ``a``, overwriting ``grad_weights``: softmax's Jacobian, then
+    the score's, ``a (p/2) σ / ‖x - k‖² (Σ_j a_j g_j - g)``, with ``mean = Σ_j a_j g_j`` per row."""
+    return grad_weights.sub_(mean).mul_(weighted_sensitivity).neg_()
+
+
+def _distance_grads(X: Tensor, K: Tensor, grad_d2: Tensor, *, need_X: bool = True, need_K: bool = True):
+    """Gradients with respect to X and K from one with respect to ``‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²``."""
+    grad_X = grad_K = None
+    if need_X:
+        grad_X = matmul(grad_d2, K).mul_(-2.0).add_(X * (2.0 * grad_d2.sum(1, keepdim=True)))
+    if need_K:
+        grad_K = matmul(grad_d2.T, X).mul_(-2.0).add_(K * (2.0 * grad_d2.sum(0)[:, None]))
+    return grad_X, grad_K
+
+
 class _ShepardWeights(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X, K, power, eps, grad):
-        q = 0.5 * power
-        info = torch.finfo(X.dtype)
-        d2 = _expanded_squared_distances(X, K)
-        hit = math.exp(min(math.log(eps) / q, math.log(info.max))) if eps > 0 else 0.0  # ‖x - k‖² where d^p = eps
-        floor = d2.amin(1, keepdim=True).clamp_(min=max(hit, info.tiny))
-        # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
-        cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
-        ratio = d2.div_(floor).clamp_(min=info.tiny, max=cap)  # ‖x - k‖² / floor
-        z = _raise_(ratio.clone() if grad else ratio, q)  # (‖x - k‖^p) / floor^(p/2)
-        e = floor.log().mul_(-q).add_(math.log(eps)).exp_() if eps > 0 else 0.0  # eps / floor^(p/2)
-        r = (z + e if grad else z.add_(e)).reciprocal_()
-        if grad:
-            sensitivity = z.mul_(r).div_(ratio).mul_(q / floor)  # (p/2) σ / ‖x - k‖²
+        r, sensitivity = _shepard_ratios(X, K, power, eps, grad=grad)
         weights = r.div_(r.sum(1, keepdim=True))
         if grad:
             ctx.save_for_backward(X, K, weights, sensitivity.mul_(weights))
@@ -141,15 +174,9 @@ class _ShepardWeights(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_weights):
         X, K, weights, weighted_sensitivity = ctx.saved_tensors
-        # dL/d‖x - k‖² = a (p/2) σ / ‖x - k‖² (Σ_j a_j g_j - g): softmax's Jacobian, then the score's.
         mean = (weights * grad_weights).sum(1, keepdim=True)
-        grad_d2 = (mean - grad_weights).mul_(weighted_sensitivity)
-        grad_X = grad_K = None
-        # ‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²
-        if ctx.needs_input_grad[0]:
-            grad_X = torch.addmm(X * grad_d2.sum(1, keepdim=True), grad_d2, K, beta=2.0, alpha=-2.0)
-        if ctx.needs_input_grad[1]:
-            grad_K = torch.addmm(K * grad_d2.sum(0)[:, None], grad_d2.T, X, beta=2.0, alpha=-2.0)
+        grad_d2 = _shepard_distance_grad(weighted_sensitivity, grad_weights.clone(), mean)
+        grad_X, grad_K = _distance_grads(X, K, grad_d2, need_X=ctx.needs_input_grad[0], need_K=ctx.needs_input_grad[1])
         return grad_X, grad_K, None, None, None
 
 

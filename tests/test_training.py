@@ -1,9 +1,12 @@
-"""The optimisation machinery: the written-out Adam and the merging of duplicate rows."""
+"""The optimisation machinery: the written-out Adam and gradients, and the merging of duplicate rows."""
 
 import numpy as np
+import pytest
 import torch
 
+from protoattn._network import PrototypeAttention
 from protoattn._training import CosineAdam, aggregate_duplicates, power_schedule
+from protoattn.attention import idw
 
 
 def test_cosine_adam_is_torch_adam_under_a_cosine_schedule():
@@ -50,3 +53,30 @@ def test_power_schedule_anneals_through_even_powers():
     assert powers[0] == 2.0 and powers[9:] == [20.0] * 3
     assert all(p % 2 == 0 for p in powers) and powers == sorted(powers)
     assert power_schedule(2.0, 7.5, 4)(2) == 4.75  # not both even: linear
+
+
+@pytest.mark.parametrize("power", [2.0, 7.0, 20.0])
+def test_written_out_gradients_are_autograds(power):
+    """The default network's hand-written forward and backward give what autograd gives through softmax
+    of the log-space IDW score, for weighted cross-entropy."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    keys, values = (
+        torch.randn(9, 6, generator=g, dtype=torch.float64),
+        torch.randn(9, 4, generator=g, dtype=torch.float64),
+    )
+    X[0] = keys[3]  # an exact hit
+    y, w = torch.randint(0, 4, (50,), generator=g), torch.rand(50, generator=g, dtype=torch.float64)
+    network = PrototypeAttention(keys.clone(), values.clone(), idw, power, 1e-3)
+    assert network.shepard
+    loss, grads = network.loss_and_grads(X, y, w)
+
+    reference = PrototypeAttention(keys.clone(), values.clone(), idw, power, 1e-3)
+    logits = torch.softmax(idw(X, reference.keys, power=power, eps=1e-3), dim=1) @ reference.values
+    expected = torch.dot(torch.nn.functional.cross_entropy(logits, y, reduction="none"), w)
+    expected_grads = torch.autograd.grad(expected / len(X), list(reference.parameters()))
+    torch.testing.assert_close(loss, expected)
+    for mine, theirs in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    with torch.no_grad():  # and the written-out prediction is the same logits
+        torch.testing.assert_close(network(X), logits.detach())
