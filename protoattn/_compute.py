@@ -30,13 +30,17 @@ def resolve_device(device: str, *, fitting: bool) -> torch.device:
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b``; on the CPU, when autograd need not record it, through numpy's BLAS.
+    """``a @ b``; on the CPU, when neither autograd nor a tracer records it, through numpy's BLAS.
 
     torch's CPU wheels multiply with MKL, which on AMD processors runs the products here (many rows
     by ~100 prototypes, or by ~10 classes) 2.5-10 times slower than the OpenBLAS that numpy ships
     (measured in ``benchmarks/speed.py``). The numpy arrays share the tensors' memory: nothing is copied.
     """
-    if a.device.type != "cpu" or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+    if (
+        a.device.type != "cpu"
+        or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        or torch.compiler.is_compiling()  # traced, as by the ONNX export: the graph needs torch's
+    ):
         return a @ b
     return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
 

@@ -9,7 +9,6 @@ from ._compute import matmul
 from .attention import (
     SOFTMAX_CLOSED_FORMS,
     ScoreFunction,
-    _distance_grads,
     _shepard_distance_grad,
     _shepard_ratios,
     idw_weights,
@@ -32,21 +31,47 @@ class PrototypeAttention(nn.Module):
         Passed to ``score``. ``power`` is a plain attribute so training can anneal it.
     softmax : bool, default=True
         Weights are ``softmax(scores)``; ``False`` uses the scores as weights (the FC-ReLU baseline).
+    log_scales : Tensor of shape (d,), optional
+        A diagonal metric: the score sees ``x * s`` and ``k * s`` with ``s = exp(log_scales)``, so
+        distances are ``‖s ∘ (x - k)‖``. Learned when ``learn_scales``, else fixed.
+    learn_scales : bool, default=False
+        Whether ``log_scales`` is a parameter (trained, after the keys and values) or a constant.
     """
 
     def __init__(
-        self, keys: Tensor, values: Tensor, score: ScoreFunction, power: float, eps: float, softmax: bool = True
+        self,
+        keys: Tensor,
+        values: Tensor,
+        score: ScoreFunction,
+        power: float,
+        eps: float,
+        softmax: bool = True,
+        log_scales: Tensor | None = None,
+        learn_scales: bool = False,
     ):
         super().__init__()
         self.keys = nn.Parameter(keys)
         self.values = nn.Parameter(values)
+        if learn_scales:
+            self.log_scales = nn.Parameter(
+                torch.zeros(keys.shape[1], dtype=keys.dtype) if log_scales is None else log_scales
+            )
+        else:
+            self.register_buffer("log_scales", log_scales)
         self.score = score
         self.power = power
         self.eps = eps
         self.softmax = softmax
 
+    def _scaled(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """X and the keys in the metric's coordinates."""
+        if self.log_scales is None:
+            return X, self.keys
+        scales = self.log_scales.exp()
+        return X * scales, self.keys * scales
+
     def scores(self, X: Tensor) -> Tensor:
-        return self.score(X, self.keys, power=self.power, eps=self.eps)
+        return self.score(*self._scaled(X), power=self.power, eps=self.eps)
 
     @property
     def shepard(self) -> bool:
@@ -58,19 +83,19 @@ class PrototypeAttention(nn.Module):
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
         closed_form = SOFTMAX_CLOSED_FORMS.get(self.score) if self.softmax else None
         if closed_form is not None:
-            return closed_form(X, self.keys, power=self.power, eps=self.eps)
+            return closed_form(*self._scaled(X), power=self.power, eps=self.eps)
         scores = self.scores(X)
         return torch.softmax(scores, dim=1) if self.softmax else scores
 
     def forward(self, X: Tensor) -> Tensor:
         """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""
-        if torch.is_grad_enabled() and any(p.requires_grad for p in (X, self.keys, self.values)):
+        if torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters())):
             # For autograd, as (valuesᵀ weightsᵀ)ᵀ: MKL is several times faster with the long
             # dimension last when there are few classes.
             return (self.values.T @ self.weights(X).T).T
         if self.shepard:
             # Normalised after the product: a pass over the (n, n_classes) result, not over (n, m).
-            r, _ = _shepard_ratios(X, self.keys, self.power, self.eps)
+            r, _ = _shepard_ratios(*self._scaled(X), self.power, self.eps)
             return matmul(r, self.values).div_(r.sum(1, keepdim=True))
         return matmul(self.weights(X), self.values)
 
@@ -85,8 +110,9 @@ class PrototypeAttention(nn.Module):
             weighted = torch.dot(nn.functional.cross_entropy(self(X), y, reduction="none"), w)
             return weighted, list(torch.autograd.grad(weighted / len(X), list(self.parameters())))
         with torch.no_grad():
-            keys, values = self.keys.detach(), self.values.detach()
-            r, sensitivity = _shepard_ratios(X, keys, self.power, self.eps, grad=True)
+            values = self.values.detach()
+            Xs, keys = self._scaled(X)
+            r, sensitivity = _shepard_ratios(Xs, keys, self.power, self.eps, grad=True)
             weights = r.div_(r.sum(1, keepdim=True))
             logits = matmul(weights, values)
             log_p = torch.log_softmax(logits, dim=1)
@@ -94,9 +120,23 @@ class PrototypeAttention(nn.Module):
             weighted = -torch.dot(picked.squeeze(1), w)
             # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n.
             grad_logits = log_p.exp_().scatter_(1, y[:, None], picked.exp_().sub_(1.0)).mul_((w / len(X))[:, None])
-            grad_values = matmul(weights.T, grad_logits)
+            grads = [None, matmul(weights.T, grad_logits)]
             # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
             mean = (grad_logits * logits).sum(1, keepdim=True)
             grad_d2 = _shepard_distance_grad(sensitivity.mul_(weights), matmul(grad_logits, values.T), mean)
-            _, grad_keys = _distance_grads(X, keys, grad_d2, need_X=False)
-        return weighted, [grad_keys, grad_values]
+            # ‖xs - ks‖² = ‖xs‖² - 2 xs·ks + ‖ks‖², with xs = x ∘ s and ks = k ∘ s.
+            cross = matmul(grad_d2.T, Xs)  # Σ_n G_ni xs_n
+            grad_ks = keys * (2.0 * grad_d2.sum(0)[:, None]) - 2.0 * cross
+            if self.log_scales is None:
+                grads[0] = grad_ks
+            else:
+                scales = self.log_scales.exp()
+                grads[0] = grad_ks * scales
+                if self.log_scales.requires_grad:
+                    # d/dlog s_j = Σ_n (dL/dxs_nj) xs_nj + Σ_i (dL/dks_ij) ks_ij, where the first sum is
+                    # 2 Σ_n (Σ_i G_ni) xs_nj² - 2 Σ_i ks_ij cross_ij.
+                    grads.append(
+                        matmul(grad_d2.sum(1)[None], Xs.square()).squeeze(0).mul_(2.0)
+                        + (keys * (grad_ks - 2.0 * cross)).sum(0)
+                    )
+        return weighted, grads

@@ -331,6 +331,11 @@ def _fitted_state_problem(clf):
         return f"patched_prototypes_ must be a bool array of shape ({len(prototypes)},)"
     if not isinstance(clf.power_, float) or not 0 < clf.power_ < math.inf:
         return "power_ must be a positive finite float"
+    scales = getattr(clf, "feature_scales_", np.ones(d))
+    if not isinstance(scales, np.ndarray) or scales.dtype != np.float64 or scales.shape != (d,):
+        return f"feature_scales_ must be a float64 array of shape ({d},)"
+    if not np.all(np.isfinite(scales) & (scales > 0)):
+        return "feature_scales_ must be positive and finite"
     for name, array in getattr(clf, "attention_params_", {}).items():
         if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or not np.all(np.isfinite(array)):
             return f"attention_params_[{name!r}] must be a finite float array"

@@ -115,6 +115,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         sharp weights at the start; p ≥ 32 without annealing collapses to chance on digits.
     eps : float, default=1e-3
         The ε in ``eps + ‖x - k‖^p``: a sample exactly on a prototype gives it weight ``1 / eps``.
+    metric : {"diagonal", "euclidean"}, default="diagonal"
+        ``"diagonal"`` learns one scale per feature, ``feature_scales_``, with the prototypes: the
+        score sees ``s ∘ x`` and ``s ∘ k``, so distances are ``‖s ∘ (x - k)‖`` (as in relevance
+        learning vector quantisation, Hammer and Villmann 2002). Scales start at 1 and learn at a
+        tenth of ``learning_rate``; uninformative features shrink. In ``benchmarks/accuracy.py`` it
+        raised the mean accuracy over six data sets from 0.922 to 0.933, most on a set with 8 noise
+        features among 20 (0.668 to 0.727); at the full learning rate it overfitted digits (0.958).
+        ``"euclidean"`` keeps every scale at 1.
     init : {"kmeans", "random"}, default="kmeans"
         ``"kmeans"``: class-balanced k-means centres as keys and one-hot values. ``"random"``: the IDW
         attention paper's keys from a narrow Gaussian around the data mean and random values.
@@ -163,6 +171,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         True for the prototypes placed by :meth:`add_prototype` rather than by training.
     attention_params_ : dict of str to ndarray
         Learned parameters of the attention score itself (empty for the parameter-free scores).
+    feature_scales_ : ndarray of shape (n_features,)
+        The diagonal metric: each feature's scale inside the score (all 1 with ``metric="euclidean"``).
+        Larger means the feature counts more: a learned feature relevance.
     classes_ : ndarray of shape (n_classes,)
         Class labels.
     power_ : float
@@ -223,6 +234,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         "attention": [StrOptions(set(ATTENTIONS)), callable],
         "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "eps": [Interval(Real, 0, None, closed="left")],
+        "metric": [StrOptions({"diagonal", "euclidean"})],
         "init": [StrOptions({"kmeans", "random"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
@@ -244,6 +256,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         attention="idw",
         power="auto",
         eps=1e-3,
+        metric="diagonal",
         init="kmeans",
         max_epochs=100,
         batch_size="auto",
@@ -262,6 +275,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.attention = attention
         self.power = power
         self.eps = eps
+        self.metric = metric
         self.init = init
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -338,8 +352,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             n_prototypes = self.n_prototypes or 10 * n_classes
             keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
         power = self._resolve_power(X.shape[1])
-        attention_params = self.attention_params_ if warm else None
-        network = self._build_network(keys, values, torch.float32, power, attention_params).to(device)
+        attention_params, scales = (self.attention_params_, self.feature_scales_) if warm else (None, None)
+        network = self._build_network(keys, values, torch.float32, power, attention_params, scales, fitting=True)
+        network = network.to(device)
         validation = None
         if self.early_stopping:
             X, y, weight, validation = _training.validation_split(X, y, weight, self.validation_fraction, rng)
@@ -379,6 +394,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             {name: p.detach().cpu().numpy().astype(np.float64) for name, p in network.score.named_parameters()}
             if isinstance(network.score, nn.Module)
             else {}
+        )
+        self.feature_scales_ = (
+            np.ones(network.keys.shape[1])
+            if network.log_scales is None
+            else network.log_scales.detach().exp().cpu().numpy().astype(np.float64)
         )
         self.power_ = float(power)
         self._spread = result.spread
@@ -497,6 +517,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
         self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
         self.attention_params_ = {}
+        self.feature_scales_ = np.ones(X.shape[1])
         self.power_ = self._resolve_power(X.shape[1])
         self.n_iter_, self.loss_curve_ = 0, []
         self.validation_scores_ = self.best_validation_score_ = None
@@ -516,7 +537,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _stream_pass(self, X, y, weight, device, rng):
         network = self._build_network(
-            self.prototypes_, self.logits_, torch.float32, self.power_, self.attention_params_
+            self.prototypes_,
+            self.logits_,
+            torch.float32,
+            self.power_,
+            self.attention_params_,
+            self.feature_scales_,
+            fitting=True,
         ).to(device)
         result = _training.train(
             network,
@@ -551,7 +578,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # An even integer, so that the weights need no logarithm (see attention.idw_weights).
         return 2.0 * max(round(math.sqrt(n_features)), 1)
 
-    def _build_network(self, keys, values, dtype, power, attention_params=None):
+    def _build_network(self, keys, values, dtype, power, attention_params=None, feature_scales=None, fitting=False):
+        """The torch network of these arrays; ``fitting`` makes the metric's scales trainable
+        (with ``metric="diagonal"``), else they are constants, left out when all 1."""
+        learn_scales = fitting and self.metric == "diagonal"
+        log_scales = None
+        if learn_scales or (feature_scales is not None and np.any(feature_scales != 1)):
+            log_scales = torch.log(
+                torch.as_tensor(np.ones(keys.shape[1]) if feature_scales is None else feature_scales)
+            )
         entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
         if isinstance(entry, type) and issubclass(entry, nn.Module):
             score = entry(keys.shape[1])
@@ -571,6 +606,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             power,
             self.eps,
             softmax=self._attention_name() not in SOFTMAX_FREE,
+            log_scales=None if log_scales is None else log_scales.to(dtype),
+            learn_scales=learn_scales,
         )
         return network.to(dtype)
 
@@ -602,6 +639,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             dtype,
             self.power_,
             self.attention_params_,
+            getattr(self, "feature_scales_", None),
         )
 
     def _validate_X(self, X):

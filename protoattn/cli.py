@@ -121,7 +121,12 @@ def fit(args):
     if frame[args.target].isna().any():
         raise CommandError(f"{args.data}: the target column {args.target!r} has empty cells")
     X = _numeric(frame, [c for c in frame.columns if c != args.target], args.data)
-    params = {"attention": args.attention, "n_prototypes": args.n_prototypes, "random_state": args.seed}
+    params = {
+        "attention": args.attention,
+        "n_prototypes": args.n_prototypes,
+        "metric": args.metric,
+        "random_state": args.seed,
+    }
     if args.power is not None:
         params["power"] = args.power
     if args.max_epochs is not None:
@@ -280,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", default="idw", help="attention score (default idw)")
     p.add_argument("--n-prototypes", type=int, default=None, metavar="N", help="default: 10 per class")
     p.add_argument("--power", type=float, default=None, metavar="P", help="default: auto")
+    p.add_argument(
+        "--metric", choices=["diagonal", "euclidean"], default="diagonal", help="learn per-feature scales (default)"
+    )
     p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="default: the estimator's")
     p.add_argument("--test-size", type=float, default=0.2, metavar="F", help="held-out share (default 0.2; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")

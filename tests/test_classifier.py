@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_iris, make_moons
+from sklearn.datasets import load_iris, make_classification, make_moons
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -320,3 +320,23 @@ def test_float32_input_predicts_like_float64(fitted, iris):
     assert proba.dtype == np.float64
     np.testing.assert_allclose(proba.sum(1), 1.0)
     np.testing.assert_allclose(proba, fitted.predict_proba(X), atol=1e-5)
+
+
+def test_diagonal_metric_learns_which_features_matter():
+    """Five informative features and fifteen of noise: the learned scales rank them apart, and the
+    metric beats the Euclidean distance there; with metric="euclidean" every scale stays 1."""
+    X, y = make_classification(
+        1500, n_features=20, n_informative=5, n_redundant=0, shuffle=False, class_sep=1.5, random_state=0
+    )
+    X = StandardScaler().fit_transform(X)  # shuffle=False: the informative features come first
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=500, random_state=0)
+    diagonal = IDWAttentionClassifier(n_prototypes=8, max_epochs=40, random_state=0).fit(X_train, y_train)
+    euclidean = IDWAttentionClassifier(n_prototypes=8, max_epochs=40, metric="euclidean", random_state=0)
+    euclidean.fit(X_train, y_train)
+    scales = diagonal.feature_scales_
+    assert scales.shape == (20,) and scales[:5].min() > scales[5:].max()
+    assert diagonal.score(X_test, y_test) > euclidean.score(X_test, y_test)
+    np.testing.assert_array_equal(euclidean.feature_scales_, np.ones(20))
+    # The scales are part of the model: prediction uses them, whatever metric says afterwards.
+    expected = diagonal.predict_proba(X)
+    np.testing.assert_array_equal(diagonal.set_params(metric="euclidean").predict_proba(X), expected)

@@ -43,6 +43,14 @@ def test_fit_reports_accuracy_and_prototypes_and_writes_a_loadable_model(files):
     per_class = ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True))
     assert f"prototypes per class: {per_class}" in fitted.stdout and len(clf.prototypes_) == 30
     assert list(clf.feature_names_in_) == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert clf.metric == "diagonal" and np.all(clf.feature_scales_ != 1)  # learned by default
+
+
+def test_fit_takes_the_metric(files):
+    folder, _, _ = files
+    model = folder / "euclidean.model"
+    run("fit", folder / "iris.csv", "--target", "species", "--model", model, "--max-epochs", 2, "--metric", "euclidean")
+    np.testing.assert_array_equal(IDWAttentionClassifier.load(model).feature_scales_, np.ones(4))
 
 
 def test_predict_writes_labels_or_probabilities(files):

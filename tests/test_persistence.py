@@ -296,6 +296,8 @@ def _set(key, value):
         (_replace_array("logits_", np.zeros((5, 3))), r"logits_ has shape \(5, 3\)"),
         (_replace_array("prototypes_", np.zeros((6, 4), dtype=np.float32)), "2-D float64"),
         (_replace_array("patched_prototypes_", np.zeros(6)), "patched_prototypes_"),
+        (_replace_array("feature_scales_", np.array([1.0, 0.0, 1.0, 1.0])), "feature_scales_ must be positive"),
+        (_replace_array("feature_scales_", np.ones(3)), r"feature_scales_ must be a float64 array of shape \(4,\)"),
         (_replace_array("classes_", np.array([1, 1, 2])), "distinct"),
         (_set_attribute("n_features_in_", 5), r"prototypes_ has shape \(6, 4\), expected \(6, 5\)"),
         (_set_attribute("power_", -1.0), "power_"),

@@ -55,28 +55,35 @@ def test_power_schedule_anneals_through_even_powers():
     assert power_schedule(2.0, 7.5, 4)(2) == 4.75  # not both even: linear
 
 
+@pytest.mark.parametrize("metric", [None, "fixed", "learned"])
 @pytest.mark.parametrize("power", [2.0, 7.0, 20.0])
-def test_written_out_gradients_are_autograds(power):
+def test_written_out_gradients_are_autograds(power, metric):
     """The default network's hand-written forward and backward give what autograd gives through softmax
-    of the log-space IDW score, for weighted cross-entropy."""
+    of the log-space IDW score, for weighted cross-entropy, with or without a (learned) diagonal metric."""
     g = torch.Generator().manual_seed(0)
     X = torch.randn(50, 6, generator=g, dtype=torch.float64)
-    keys, values = (
-        torch.randn(9, 6, generator=g, dtype=torch.float64),
-        torch.randn(9, 4, generator=g, dtype=torch.float64),
-    )
+    keys = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    values = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    log_scales = None if metric is None else 0.3 * torch.randn(6, generator=g, dtype=torch.float64)
     X[0] = keys[3]  # an exact hit
     y, w = torch.randint(0, 4, (50,), generator=g), torch.rand(50, generator=g, dtype=torch.float64)
-    network = PrototypeAttention(keys.clone(), values.clone(), idw, power, 1e-3)
-    assert network.shepard
-    loss, grads = network.loss_and_grads(X, y, w)
 
-    reference = PrototypeAttention(keys.clone(), values.clone(), idw, power, 1e-3)
-    logits = torch.softmax(idw(X, reference.keys, power=power, eps=1e-3), dim=1) @ reference.values
+    def network():
+        scales = None if log_scales is None else log_scales.clone()
+        return PrototypeAttention(keys.clone(), values.clone(), idw, power, 1e-3, True, scales, metric == "learned")
+
+    ours = network()
+    assert ours.shepard
+    loss, grads = ours.loss_and_grads(X, y, w)
+
+    reference = network()
+    s = 1.0 if metric is None else reference.log_scales.exp()
+    logits = torch.softmax(idw(X * s, reference.keys * s, power=power, eps=1e-3), dim=1) @ reference.values
     expected = torch.dot(torch.nn.functional.cross_entropy(logits, y, reduction="none"), w)
     expected_grads = torch.autograd.grad(expected / len(X), list(reference.parameters()))
+    assert len(grads) == len(expected_grads) == (3 if metric == "learned" else 2)
     torch.testing.assert_close(loss, expected)
     for mine, theirs in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(mine, theirs)
     with torch.no_grad():  # and the written-out prediction is the same logits
-        torch.testing.assert_close(network(X), logits.detach())
+        torch.testing.assert_close(ours(X), logits.detach())
