@@ -7,9 +7,11 @@ import threading
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 _state = threading.local()
+_controller = None
 
 
 def resolve_device(device: str, *, fitting: bool) -> torch.device:
@@ -45,8 +47,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
 
 
-def limit_threads(method):
-    """Run ``method`` with torch computing on one thread in the calling thread.
+def limit_threads(method=None, *, blas=False):
+    """Run ``method`` with torch computing on one thread in the calling thread; with ``blas=True``
+    (training) numpy's BLAS too.
 
     The work here is many small operations (a training step is a batch of rows against the
     prototypes; prediction goes through cache-sized row chunks), and the products go through
@@ -54,11 +57,19 @@ def limit_threads(method):
     each small operation saves little, and torch's OpenMP threads spinning for the cores the BLAS's
     threads want made a fit 20-50 times slower on a 2-core machine (``benchmarks/speed.py``). So a
     call sets torch's count to 1 in its own thread (torch's count is per thread) and restores it on
-    return; the BLAS keeps the threads it is given (``OPENBLAS_NUM_THREADS``, threadpoolctl, joblib's
-    limits in its workers). Calls running at once from several threads (joblib's threading backend,
-    a Dask worker's threads) thus never oversubscribe the cores with torch threads. Nested calls
-    keep the outer call's setting.
+    return. Calls running at once from several threads (joblib's threading backend, a Dask worker's
+    threads) thus never oversubscribe the cores with torch threads. Nested calls keep the outer
+    call's setting.
+
+    The BLAS keeps the threads it is given (``OPENBLAS_NUM_THREADS``, threadpoolctl, joblib's limits
+    in its workers), except in training: a step's products (a batch by the prototypes) are too small
+    to share, and the BLAS's idle threads spinning beside the step made it a third slower; so
+    ``blas=True`` limits it to one thread through threadpoolctl for the call. (numpy's OpenBLAS takes
+    that limit only from the main thread; elsewhere training keeps the BLAS's threads.) Prediction
+    leaves it alone, so that predictions do not depend on the thread they are made from.
     """
+    if method is None:
+        return functools.partial(limit_threads, blas=blas)
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
@@ -68,12 +79,22 @@ def limit_threads(method):
         # Set only when it changes: torch also keeps the count for threads that start later.
         if before != 1:
             torch.set_num_threads(1)
+        limiter = _blas().limit(limits=1, user_api="blas") if blas else None
         _state.limited = True
         try:
             return method(*args, **kwargs)
         finally:
             _state.limited = False
+            if limiter is not None:
+                limiter.restore_original_limits()
             if before != 1:
                 torch.set_num_threads(before)
 
     return wrapper
+
+
+def _blas():
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()  # finds the loaded BLAS libraries: milliseconds, so once
+    return _controller

@@ -180,7 +180,15 @@ class CosineAdam:
     def __init__(self, params, learning_rates, total_steps, betas=(0.9, 0.999), eps=1e-8, anneal=True):
         self.params, self.learning_rates, self.total_steps = params, learning_rates, max(total_steps, 1)
         self.betas, self.eps, self.steps, self.anneal = betas, eps, 0, anneal
-        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        # One flat vector of every parameter's moments: a handful of operations per step, not per parameter.
+        self._sizes = [p.numel() for p in params]
+        self._rates = torch.cat(
+            [
+                torch.full((p.numel(),), rate, dtype=p.dtype, device=p.device)
+                for p, rate in zip(params, learning_rates, strict=True)
+            ]
+        )
+        self._mean, self._square = torch.zeros_like(self._rates), torch.zeros_like(self._rates)
 
     @torch.no_grad()
     def step(self, grads):
@@ -189,17 +197,20 @@ class CosineAdam:
         decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
         self.steps += 1
         first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
-        for p, grad, rate, (mean, square) in zip(self.params, grads, self.learning_rates, self.moments, strict=True):
-            mean.lerp_(grad, 1 - beta1)
-            square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = square.sqrt().div_(root_second_correction).add_(self.eps)
-            p.addcdiv_(mean, denominator, value=-rate * decay / first_correction)
+        grad = torch.cat([g.reshape(-1) for g in grads])
+        self._mean.lerp_(grad, 1 - beta1)
+        self._square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        update = self._square.sqrt().div_(root_second_correction).add_(self.eps)
+        update = torch.div(self._mean, update, out=update).mul_(self._rates)
+        for p, change in zip(self.params, update.split(self._sizes), strict=True):
+            p.sub_(change.view_as(p), alpha=decay / first_correction)
 
     def state(self, names):
         """Step count and moment estimates as numpy, by parameter name; empty if any is not finite."""
         state = {"steps": np.array(self.steps)}
-        for name, (mean, square) in zip(names, self.moments, strict=True):
-            state[name] = np.stack([mean.detach().cpu().numpy(), square.detach().cpu().numpy()])
+        moments = zip(self._mean.split(self._sizes), self._square.split(self._sizes), strict=True)
+        for name, p, (mean, square) in zip(names, self.params, moments, strict=True):
+            state[name] = np.stack([mean.view_as(p).cpu().numpy(), square.view_as(p).cpu().numpy()])
         return state if all(np.isfinite(a).all() for a in state.values()) else {}
 
     def load_state(self, names, state):
@@ -209,10 +220,8 @@ class CosineAdam:
         ):
             return
         self.steps = int(state["steps"])
-        self.moments = [
-            tuple(torch.tensor(a, dtype=p.dtype, device=p.device) for a in state[name])
-            for name, p in zip(names, self.params, strict=True)
-        ]
+        for i, target in enumerate((self._mean, self._square)):
+            target.copy_(torch.cat([torch.as_tensor(state[name][i].reshape(-1), dtype=target.dtype) for name in names]))
 
 
 def _snapshot(network):

@@ -101,22 +101,26 @@ def idw_weights(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) 
 
 
 def _raise_(x: Tensor, q: float) -> Tensor:
-    """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64, else
-    ``exp(q log x)`` (``torch.pow`` with a float exponent is several times slower than either)."""
+    """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64 (one pass over
+    x per squaring or product), else ``exp(q log x)`` (``torch.pow`` with a float exponent is several
+    times slower than either)."""
     if not (float(q).is_integer() and 1 <= q <= 64):
         return x.log_().mul_(q).exp_()
     q = int(q)
-    while q % 2 == 0:
-        x.square_()
-        q //= 2
-    result = x.clone() if q > 1 else x
-    q //= 2
-    while q:
-        x.square_()
-        if q % 2:
-            result.mul_(x)
-        q //= 2
-    return result
+    if q == 1:
+        return x
+    if q % 2 == 0:
+        return _raise_(x.square_(), q // 2)
+    return x.mul_(_raise_(x.square(), q // 2))  # x · (x²)^((q - 1) / 2)
+
+
+def _power(x: Tensor, q: float) -> Tensor:
+    """``x ** q`` like :func:`_raise_`, into a new tensor."""
+    if not (float(q).is_integer() and 1 <= q <= 64):
+        return x.log().mul_(q).exp_()
+    if q == 1:
+        return x.clone()
+    return _raise_(x.square(), q // 2) if q % 2 == 0 else x * _raise_(x.square(), q // 2)
 
 
 def _shepard_ratios(X: Tensor, K: Tensor, power: float, eps: float, *, grad: bool = False):
@@ -128,13 +132,17 @@ def _shepard_ratios(X: Tensor, K: Tensor, power: float, eps: float, *, grad: boo
     """
     q = 0.5 * power
     info = torch.finfo(X.dtype)
-    d2 = _expanded_squared_distances(X, K)
+    # ‖x - k‖² less ‖x‖², which is constant along a row: added below in the same pass as the division.
+    partial = matmul(X, K.T * -2.0).add_(_squared_norms(K))
+    x2 = _squared_norms(X)[:, None]
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
-    floor = d2.amin(1, keepdim=True).clamp_(min=max(hit, info.tiny))
+    floor = partial.amin(1, keepdim=True).add_(x2).clamp_(min=max(hit, info.tiny))
     # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
     cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
-    ratio = d2.div_(floor).clamp_(min=info.tiny, max=cap)  # ‖x - k‖² / floor
-    z = _raise_(ratio.clone() if grad else ratio, q)  # (‖x - k‖^p) / floor^(p/2)
+    inverse = floor.reciprocal()
+    ratio = torch.addcmul(x2 * inverse, partial, inverse, out=partial)  # ‖x - k‖² / floor
+    ratio.clamp_(min=info.tiny, max=cap)
+    z = _power(ratio, q) if grad else _raise_(ratio, q)  # (‖x - k‖^p) / floor^(p/2)
     e = floor.log().mul_(-q).add_(math.log(eps)).exp_()  # eps / floor^(p/2)
     if not grad:
         return z.add_(e).reciprocal_(), None

@@ -25,9 +25,10 @@ from .attention import ATTENTIONS, SOFTMAX_FREE
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 
-# Rows per chunk in prediction: each (rows, m) buffer holds about 256k numbers (1-2 MB), so the
-# passes over it run in cache and the memory beyond the output is bounded whatever the number of rows.
-_CHUNK_ELEMENTS = 2**18
+# Rows per chunk in prediction: each (rows, m) buffer holds about 512k numbers (2-4 MB): large enough
+# that per-chunk overheads vanish (2**19 was 10 % faster than 2**18 and as fast as 2**20 in
+# benchmarks/speed.py), small enough that the memory beyond the output is bounded whatever the rows.
+_CHUNK_ELEMENTS = 2**19
 
 
 @dataclass(frozen=True)
@@ -195,9 +196,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     -----
     With ``attention="idw"`` the network computes the softmax of the scores in closed form (Shepard's
     normalised weights, :func:`protoattn.attention.idw_weights`) with a hand-written backward pass.
-    Prediction runs under ``torch.inference_mode`` in row chunks of about 2**18 numbers (1-2 MB, so
-    they stay in cache) written into one preallocated result: memory beyond X and the result stays a
-    few MB whatever the number of rows. It computes in X's dtype: float32 input is about twice as fast,
+    Prediction runs under ``torch.inference_mode`` in row chunks of about 2**19 numbers written into
+    one preallocated result: memory beyond X and the result stays a few MB whatever the number of rows.
+    It computes in X's dtype: float32 input is about twice as fast,
     float64 input gives results that do not depend on how the rows are chunked.
     ``benchmarks/speed.py`` and ``benchmarks/accuracy.py`` compare speed and accuracy with
     scikit-learn's classifiers (results in ``benchmarks/RESULTS.md``).
@@ -293,7 +294,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     @_fit_context(prefer_skip_nested_validation=True)
-    @_compute.limit_threads
+    @_compute.limit_threads(blas=True)
     def fit(self, X, y, sample_weight=None):
         """Fit prototypes and their logits by minimising weighted cross-entropy.
 
@@ -410,7 +411,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return min(self.batch_size, n_samples)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    @_compute.limit_threads
+    @_compute.limit_threads(blas=True)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One pass of optimisation over the given rows, continuing from the current model.
 
@@ -674,8 +675,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def _from_logits(self, X, finish):
-        """``finish(logits)`` on each chunk's float64 logits (numpy): memory stays bounded by the chunk size."""
-        return self._in_chunks(self._validate_X(X), lambda network, x: finish(network(x).double().cpu().numpy()))
+        """``finish(logits)`` on each chunk's logits (a tensor in X's dtype): memory stays bounded by the chunk size."""
+        return self._in_chunks(self._validate_X(X), lambda network, x: finish(network(x)))
 
     def decision_function(self, X):
         """Class logits ``Σ_i a_i(x) logits_[i]``; for two classes, the logit difference (n_samples,)."""
@@ -691,11 +692,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         """Class probabilities, ``softmax`` of the logits."""
-        return self._from_logits(X, lambda logits: np.exp(_log_softmax(logits)))
+        return self._from_logits(X, lambda logits: torch.softmax(logits, dim=1, dtype=torch.float64))
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`, computed stably."""
-        return self._from_logits(X, _log_softmax)
+        return self._from_logits(X, lambda logits: torch.log_softmax(logits, dim=1, dtype=torch.float64))
 
     # -------------------------------------------------------------- inspect
 
@@ -967,10 +968,3 @@ def _check_trainable_scale(X):
             f"X has values up to {largest:.3g} in magnitude: too large for training, which runs in float32 "
             "(squared distances would overflow). Scale the features, e.g. with sklearn.preprocessing.StandardScaler."
         )
-
-
-def _log_softmax(logits):
-    # In place, in numpy: torch's softmax is slow on rows as short as (n, n_classes).
-    logits -= logits.max(axis=1, keepdims=True)
-    logits -= np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return logits

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.datasets import load_iris
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_info
 
 from protoattn import IDWAttentionClassifier
 from protoattn.attention import idw
@@ -54,6 +55,29 @@ def test_fit_and_predict_run_torch_on_one_thread_and_restore_the_count(iris):
     clf.predict(X)
     assert fit_threads == predict_threads == [1]
     assert torch.get_num_threads() == budget
+
+
+def _blas_threads():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.mark.skipif(max(_blas_threads() or [1]) < 2, reason="the BLAS runs on one thread here")
+def test_training_limits_the_blas_to_one_thread_and_prediction_leaves_it(iris):
+    X, y = iris
+    before = _blas_threads()
+    during_fit, during_predict = [], []
+
+    def score(X, K, record):
+        if not record:
+            record.append(_blas_threads())
+        return idw(X, K, power=2.0)
+
+    clf = IDWAttentionClassifier(attention=lambda X, K: score(X, K, during_fit), n_prototypes=6, max_epochs=2)
+    clf.fit(X, y)
+    assert during_fit == [[1] * len(before)] and _blas_threads() == before  # restored
+    clf.attention = lambda X, K: score(X, K, during_predict)
+    clf.predict(X)
+    assert during_predict == [before]
 
 
 @needs_two_threads
