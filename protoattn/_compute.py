@@ -44,7 +44,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         or torch.compiler.is_compiling()  # traced, as by the ONNX export: the graph needs torch's
     ):
         return a @ b
-    return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+    with np.errstate(all="ignore"):  # like torch's: NaN and infinity propagate without a warning
+        return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
 
 
 def limit_threads(method=None, *, blas=False):
