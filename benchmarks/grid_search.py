@@ -8,8 +8,8 @@ threading backend and an in-process Dask cluster. The fastest of ``--repeats`` r
 that starting loky's worker processes (each imports torch) counts once at most. Each fit reports
 torch.get_num_threads() from inside training, so the table shows whether the workers together asked
 for more threads than the machine has cores ("oversubscribed"). The last row pins every fit of the
-threading run to all cores, which is what happens without the estimator's sharing of threads
-between concurrent calls.
+threading run to all cores, which is what happens without the estimator running torch on one
+thread per call.
 """
 
 from __future__ import annotations
