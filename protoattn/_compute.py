@@ -56,7 +56,7 @@ def limit_threads(method=None, *, blas=False):
     prototypes; prediction goes through cache-sized row chunks), and the products go through
     numpy's BLAS (see :func:`matmul`), which runs its own threads. A second torch thread inside
     each small operation saves little, and torch's OpenMP threads spinning for the cores the BLAS's
-    threads want made a fit 20-50 times slower on a 2-core machine (``benchmarks/speed.py``). So a
+    threads want made a fit 40-50 times slower on a 2-core machine (``benchmarks/speed.py``). So a
     call sets torch's count to 1 in its own thread (torch's count is per thread) and restores it on
     return. Calls running at once from several threads (joblib's threading backend, a Dask worker's
     threads) thus never oversubscribe the cores with torch threads. Nested calls keep the outer
