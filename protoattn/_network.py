@@ -123,23 +123,20 @@ class PrototypeAttention(nn.Module):
             grads = [None, matmul(weights.T, grad_logits)]
             # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
             mean = (grad_logits * logits).sum(1, keepdim=True)
-            # minus dL/d‖xs - ks‖² (xs = x ∘ s, ks = k ∘ s), and through ‖xs‖² - 2 xs·ks + ‖ks‖² to the keys:
-            # dL/dks_i = 2 Σ_n G_ni (ks_i - xs_n) = 2 (cross_i - (Σ_n minus_G_ni) ks_i), cross = minus_Gᵀ xs.
-            minus_g = _shepard_distance_grad(sensitivity.mul_(weights), matmul(grad_logits, values.T), mean).neg_()
-            cross = matmul(minus_g.T, Xs)
-            column_sums = minus_g.sum(0)[:, None]
-            grad_ks = torch.addcmul(cross, keys, column_sums, value=-1.0).mul_(2.0)
+            # dL/d‖xs - ks‖² (xs = x ∘ s, ks = k ∘ s), and through ‖xs‖² - 2 xs·ks + ‖ks‖² to the keys:
+            # dL/dks_i = 2 Σ_n G_ni (ks_i - xs_n) = 2 ((Σ_n G_ni) ks_i - cross_i), with cross = Gᵀ xs.
+            grad_d2 = _shepard_distance_grad(sensitivity.mul_(weights), matmul(grad_logits, values.T), mean)
+            cross = matmul(grad_d2.T, Xs)
+            column_sums = grad_d2.sum(0)[:, None]
+            grad_ks = torch.addcmul(cross, keys, column_sums, value=-1.0).mul_(-2.0)
             if self.log_scales is None:
                 grads[0] = grad_ks
                 return weighted, grads
             grads[0] = grad_ks.mul_(self.log_scales.detach().exp())
             if self.log_scales.requires_grad:
                 # dL/dlog s_j = Σ_n (dL/dxs_nj) xs_nj + Σ_i (dL/dks_ij) ks_ij
-                #             = -2 [Σ_n (Σ_i minus_G_ni) xs_nj² + Σ_i ks_ij ((Σ_n minus_G_ni) ks_ij - 2 cross_ij)].
-                rows = matmul(minus_g.sum(1)[None], Xs.square()).view(-1)
-                grads.append(
-                    rows.add_((keys * torch.addcmul(cross, keys, column_sums, value=-0.5)).sum(0), alpha=-2.0).mul_(
-                        -2.0
-                    )
-                )
+                #             = 2 [Σ_n (Σ_i G_ni) xs_nj² + Σ_i ks_ij ((Σ_n G_ni) ks_ij - 2 cross_ij)].
+                rows = matmul(grad_d2.sum(1)[None], Xs.square()).view(-1)
+                extra = (keys * torch.addcmul(cross, keys, column_sums, value=-0.5)).sum(0)
+                grads.append(rows.add_(extra, alpha=-2.0).mul_(2.0))
         return weighted, grads

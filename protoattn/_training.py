@@ -178,7 +178,7 @@ class CosineAdam:
     """
 
     def __init__(self, params, learning_rates, total_steps, betas=(0.9, 0.999), eps=1e-8, anneal=True):
-        self.params, self.learning_rates, self.total_steps = params, learning_rates, max(total_steps, 1)
+        self.params, self.total_steps = params, max(total_steps, 1)
         self.betas, self.eps, self.steps, self.anneal = betas, eps, 0, anneal
         # One flat vector of every parameter's moments: a handful of operations per step, not per parameter.
         self._sizes = [p.numel() for p in params]

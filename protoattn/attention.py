@@ -47,7 +47,12 @@ def squared_distances(X: Tensor, K: Tensor) -> Tensor:
 
 def _expanded_squared_distances(X: Tensor, K: Tensor) -> Tensor:
     # ‖x‖² - 2 x·k + ‖k‖²: rounding can take it slightly below 0.
-    return matmul(X, K.T * -2.0).add_(_squared_norms(K)).add_(_squared_norms(X)[:, None])
+    return _distances_less_query_norms(X, K).add_(_squared_norms(X)[:, None])
+
+
+def _distances_less_query_norms(X: Tensor, K: Tensor) -> Tensor:
+    # ‖x - k‖² - ‖x‖² = -2 x·k + ‖k‖², through one matmul.
+    return matmul(X, K.T * -2.0).add_(_squared_norms(K))
 
 
 def _squared_norms(X: Tensor) -> Tensor:
@@ -133,7 +138,7 @@ def _shepard_ratios(X: Tensor, K: Tensor, power: float, eps: float, *, grad: boo
     q = 0.5 * power
     info = torch.finfo(X.dtype)
     # ‖x - k‖² less ‖x‖², which is constant along a row: added below in the same pass as the division.
-    partial = matmul(X, K.T * -2.0).add_(_squared_norms(K))
+    partial = _distances_less_query_norms(X, K)
     x2 = _squared_norms(X)[:, None]
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
     floor = partial.amin(1, keepdim=True).add_(x2).clamp_(min=max(hit, info.tiny))
