@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import _shepard
 from ._compute import matmul
-from .attention import (
-    SOFTMAX_CLOSED_FORMS,
-    ScoreFunction,
-    _shepard_distance_grad,
-    _shepard_ratios,
-    idw_weights,
-)
+from .attention import SOFTMAX_CLOSED_FORMS, ScoreFunction, idw_weights
 
 
 class PrototypeAttention(nn.Module):
@@ -95,7 +91,7 @@ class PrototypeAttention(nn.Module):
             return (self.values.T @ self.weights(X).T).T
         if self.shepard:
             # Normalised after the product: a pass over the (n, n_classes) result, not over (n, m).
-            r, _ = _shepard_ratios(*self._scaled(X), self.power, self.eps)
+            r, _ = _shepard.ratios(*self._scaled(X), self.power, self.eps)
             return matmul(r, self.values).div_(r.sum(1, keepdim=True))
         return matmul(self.weights(X), self.values)
 
@@ -109,34 +105,13 @@ class PrototypeAttention(nn.Module):
         if not self.shepard:
             weighted = torch.dot(nn.functional.cross_entropy(self(X), y, reduction="none"), w)
             return weighted, list(torch.autograd.grad(weighted / len(X), list(self.parameters())))
+        learn_scales = self.log_scales is not None and self.log_scales.requires_grad
+        arrays = [X, y, w, self.keys, self.values, self.log_scales]
         with torch.no_grad():
-            values = self.values.detach()
-            Xs, keys = self._scaled(X)
-            r, sensitivity = _shepard_ratios(Xs, keys, self.power, self.eps, grad=True)
-            weights = r.div_(r.sum(1, keepdim=True))
-            logits = matmul(weights, values)
-            log_p = torch.log_softmax(logits, dim=1)
-            picked = log_p.gather(1, y[:, None])
-            weighted = -torch.dot(picked.view(-1), w)
-            # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n.
-            grad_logits = log_p.exp_().scatter_add_(1, y[:, None], picked.fill_(-1.0)).mul_((w / len(X))[:, None])
-            grads = [None, matmul(weights.T, grad_logits)]
-            # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
-            mean = (grad_logits * logits).sum(1, keepdim=True)
-            # dL/d‖xs - ks‖² (xs = x ∘ s, ks = k ∘ s), and through ‖xs‖² - 2 xs·ks + ‖ks‖² to the keys:
-            # dL/dks_i = 2 Σ_n G_ni (ks_i - xs_n) = 2 ((Σ_n G_ni) ks_i - cross_i), with cross = Gᵀ xs.
-            grad_d2 = _shepard_distance_grad(sensitivity.mul_(weights), matmul(grad_logits, values.T), mean)
-            cross = matmul(grad_d2.T, Xs)
-            column_sums = grad_d2.sum(0)[:, None]
-            grad_ks = torch.addcmul(cross, keys, column_sums, value=-1.0).mul_(-2.0)
-            if self.log_scales is None:
-                grads[0] = grad_ks
-                return weighted, grads
-            grads[0] = grad_ks.mul_(self.log_scales.detach().exp())
-            if self.log_scales.requires_grad:
-                # dL/dlog s_j = Σ_n (dL/dxs_nj) xs_nj + Σ_i (dL/dks_ij) ks_ij
-                #             = 2 [Σ_n (Σ_i G_ni) xs_nj² + Σ_i ks_ij ((Σ_n G_ni) ks_ij - 2 cross_ij)].
-                rows = matmul(grad_d2.sum(1)[None], Xs.square()).view(-1)
-                extra = (keys * torch.addcmul(cross, keys, column_sums, value=-0.5)).sum(0)
-                grads.append(rows.add_(extra, alpha=-2.0).mul_(2.0))
-        return weighted, grads
+            if X.device.type != "cpu":
+                return _shepard.loss_and_grads(*arrays, learn_scales, self.power, self.eps)
+            # On the CPU, through numpy (see protoattn._shepard): views of the same memory.
+            arrays = [None if a is None else a.detach().numpy() for a in arrays]
+            with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
+                weighted, grads = _shepard.loss_and_grads(*arrays, learn_scales, self.power, self.eps)
+            return torch.as_tensor(weighted), [torch.from_numpy(g) for g in grads]

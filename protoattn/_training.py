@@ -174,13 +174,14 @@ class CosineAdam:
 
     Written out because ``torch.optim`` imports ``torch._dynamo`` when the first optimiser is built
     (seconds, once per process: longer than most fits) and spends ~0.1 ms of Python per step, about
-    a fifth of a whole training step here.
+    a fifth of a whole training step here. The moments of all parameters are one flat vector (a
+    handful of operations per step, not per parameter); on the CPU the step runs on numpy views of
+    the tensors, at a third of torch's cost per operation (see :mod:`protoattn._shepard`).
     """
 
     def __init__(self, params, learning_rates, total_steps, betas=(0.9, 0.999), eps=1e-8, anneal=True):
         self.params, self.total_steps = params, max(total_steps, 1)
         self.betas, self.eps, self.steps, self.anneal = betas, eps, 0, anneal
-        # One flat vector of every parameter's moments: a handful of operations per step, not per parameter.
         self._sizes = [p.numel() for p in params]
         self._rates = torch.cat(
             [
@@ -189,21 +190,37 @@ class CosineAdam:
             ]
         )
         self._mean, self._square = torch.zeros_like(self._rates), torch.zeros_like(self._rates)
+        # What the step computes on: numpy views on the CPU, else the tensors themselves.
+        self._host = [_host(t) for t in (self._rates, self._mean, self._square, torch.zeros_like(self._rates))]
+        self._host_params = [_host(p.detach()) for p in params]
 
-    @torch.no_grad()
     def step(self, grads):
         """One update of every parameter from its gradient (same order as ``params``)."""
         beta1, beta2 = self.betas
         decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
         self.steps += 1
         first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
-        grad = torch.cat([g.reshape(-1) for g in grads])
-        self._mean.lerp_(grad, 1 - beta1)
-        self._square.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        update = self._square.sqrt().div_(root_second_correction).add_(self.eps)
-        update = torch.div(self._mean, update, out=update).mul_(self._rates)
-        for p, change in zip(self.params, update.split(self._sizes), strict=True):
-            p.sub_(change.view_as(p), alpha=decay / first_correction)
+        rates, mean, square, grad = self._host
+        start = 0
+        for g, size in zip(grads, self._sizes, strict=True):
+            grad[start : start + size] = _host(g.detach()).reshape(-1)
+            start += size
+        mean *= beta1
+        mean += grad * (1 - beta1)
+        grad *= grad
+        grad *= 1 - beta2
+        square *= beta2
+        square += grad
+        update = square**0.5
+        update *= 1 / root_second_correction
+        update += self.eps
+        update = mean / update
+        update *= rates
+        update *= decay / first_correction
+        start = 0
+        for p, size in zip(self._host_params, self._sizes, strict=True):
+            p -= update[start : start + size].reshape(p.shape)
+            start += size
 
     def state(self, names):
         """Step count and moment estimates as numpy, by parameter name; empty if any is not finite."""
@@ -222,6 +239,11 @@ class CosineAdam:
         self.steps = int(state["steps"])
         for i, target in enumerate((self._mean, self._square)):
             target.copy_(torch.cat([torch.as_tensor(state[name][i].reshape(-1), dtype=target.dtype) for name in names]))
+
+
+def _host(tensor):
+    """A numpy view of a CPU tensor (same memory), else the tensor."""
+    return tensor.numpy() if tensor.device.type == "cpu" else tensor
 
 
 def _snapshot(network):

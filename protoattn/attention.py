@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from ._compute import matmul
+from ._shepard import TorchOps, distance_grad, distances_less_query_norms, ratios
 
 __all__ = [
     "ATTENTIONS",
@@ -47,17 +48,7 @@ def squared_distances(X: Tensor, K: Tensor) -> Tensor:
 
 def _expanded_squared_distances(X: Tensor, K: Tensor) -> Tensor:
     # ‖x‖² - 2 x·k + ‖k‖²: rounding can take it slightly below 0.
-    return _distances_less_query_norms(X, K).add_(_squared_norms(X)[:, None])
-
-
-def _distances_less_query_norms(X: Tensor, K: Tensor) -> Tensor:
-    # ‖x - k‖² - ‖x‖² = -2 x·k + ‖k‖², through one matmul.
-    return matmul(X, K.T * -2.0).add_(_squared_norms(K))
-
-
-def _squared_norms(X: Tensor) -> Tensor:
-    # One pass with no (n, d) temporary, unlike (X * X).sum(1): an order of magnitude faster on big X.
-    return torch.linalg.vector_norm(X, dim=1).square()
+    return distances_less_query_norms(TorchOps, X, K).add_(TorchOps.squared_norms(X)[:, None])
 
 
 def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
@@ -105,80 +96,21 @@ def idw_weights(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) 
     return _ShepardWeights.apply(X, K, float(power), float(eps), grad)
 
 
-def _raise_(x: Tensor, q: float) -> Tensor:
-    """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64 (one pass over
-    x per squaring or product), else ``exp(q log x)`` (``torch.pow`` with a float exponent is several
-    times slower than either)."""
-    if not (float(q).is_integer() and 1 <= q <= 64):
-        return x.log_().mul_(q).exp_()
-    q = int(q)
-    if q == 1:
-        return x
-    if q % 2 == 0:
-        return _raise_(x.square_(), q // 2)
-    return x.mul_(_raise_(x.square(), q // 2))  # x · (x²)^((q - 1) / 2)
-
-
-def _power(x: Tensor, q: float) -> Tensor:
-    """``x ** q`` like :func:`_raise_`, into a new tensor."""
-    if not (float(q).is_integer() and 1 <= q <= 64):
-        return x.log().mul_(q).exp_()
-    if q == 1:
-        return x.clone()
-    return _raise_(x.square(), q // 2) if q % 2 == 0 else x * _raise_(x.square(), q // 2)
-
-
-def _shepard_ratios(X: Tensor, K: Tensor, power: float, eps: float, *, grad: bool = False):
-    """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖x - k_i‖^p)``, each row rescaled as in
-    :func:`idw_weights` (so only ratios within a row mean anything), for ``eps > 0``.
-
-    Returns ``(r, sensitivity)``; with ``grad=True`` ``sensitivity`` is ``(p/2) σ / ‖x - k‖²`` (see
-    :func:`idw_weights`), which :func:`_shepard_distance_grad` needs, else None.
-    """
-    q = 0.5 * power
-    info = torch.finfo(X.dtype)
-    # ‖x - k‖² less ‖x‖², which is constant along a row: added below in the same pass as the division.
-    partial = _distances_less_query_norms(X, K)
-    x2 = _squared_norms(X)[:, None]
-    hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
-    floor = partial.amin(1, keepdim=True).add_(x2).clamp_(min=max(hit, info.tiny))
-    # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
-    cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
-    inverse = floor.reciprocal()
-    ratio = torch.addcmul(x2 * inverse, partial, inverse, out=partial)  # ‖x - k‖² / floor
-    ratio.clamp_(min=info.tiny, max=cap)
-    z = _power(ratio, q) if grad else _raise_(ratio, q)  # (‖x - k‖^p) / floor^(p/2)
-    e = floor.log().mul_(-q).add_(math.log(eps)).exp_()  # eps / floor^(p/2)
-    if not grad:
-        return z.add_(e).reciprocal_(), None
-    # z / ratio = ratio^(q - 1), unbounded at a hit when p < 2 (the slope of d^p at 0): bounded
-    # there by flooring the ratio at the float's resolution.
-    z_over_ratio = torch.div(z, ratio.clamp_(min=info.eps), out=ratio)
-    r = z.add_(e).reciprocal_()
-    return r, z_over_ratio.mul_(r).mul_(q / floor)  # (p/2) σ / ‖x - k‖² with σ = z r
-
-
-def _shepard_distance_grad(weighted_sensitivity: Tensor, grad_weights: Tensor, mean: Tensor) -> Tensor:
-    """Gradient of a loss with respect to the squared distances, from its gradient ``g`` with respect
-    to the normalised Shepard weights ``a``, overwriting ``grad_weights``: softmax's Jacobian, then
-    the score's, ``a (p/2) σ / ‖x - k‖² (Σ_j a_j g_j - g)``, with ``mean = Σ_j a_j g_j`` per row."""
-    return grad_weights.sub_(mean).mul_(weighted_sensitivity).neg_()
-
-
-def _distance_grads(X: Tensor, K: Tensor, grad_d2: Tensor, *, need_X: bool = True, need_K: bool = True):
-    """Gradients with respect to X and K from one with respect to ``‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²``."""
+def _distance_grads(X: Tensor, K: Tensor, G: Tensor, *, need_X: bool = True, need_K: bool = True):
+    """Gradients with respect to X and K from ``G = -dL/d‖x - k‖²`` (see :func:`distance_grad`),
+    through ``‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²``."""
     grad_X = grad_K = None
     if need_X:
-        grad_X = matmul(grad_d2, K).mul_(-2.0).add_(X * (2.0 * grad_d2.sum(1, keepdim=True)))
+        grad_X = matmul(G, K).mul_(2.0).sub_(X * (2.0 * G.sum(1, keepdim=True)))
     if need_K:
-        grad_K = matmul(grad_d2.T, X).mul_(-2.0).add_(K * (2.0 * grad_d2.sum(0)[:, None]))
+        grad_K = matmul(G.T, X).mul_(2.0).sub_(K * (2.0 * G.sum(0)[:, None]))
     return grad_X, grad_K
 
 
 class _ShepardWeights(torch.autograd.Function):
     @staticmethod
     def forward(ctx, X, K, power, eps, grad):
-        r, sensitivity = _shepard_ratios(X, K, power, eps, grad=grad)
+        r, sensitivity = ratios(X, K, power, eps, grad=grad)
         weights = r.div_(r.sum(1, keepdim=True))
         if grad:
             ctx.save_for_backward(X, K, weights, sensitivity.mul_(weights))
@@ -188,8 +120,8 @@ class _ShepardWeights(torch.autograd.Function):
     def backward(ctx, grad_weights):
         X, K, weights, weighted_sensitivity = ctx.saved_tensors
         mean = (weights * grad_weights).sum(1, keepdim=True)
-        grad_d2 = _shepard_distance_grad(weighted_sensitivity, grad_weights.clone(), mean)
-        grad_X, grad_K = _distance_grads(X, K, grad_d2, need_X=ctx.needs_input_grad[0], need_K=ctx.needs_input_grad[1])
+        G = distance_grad(weighted_sensitivity, grad_weights.clone(), mean)
+        grad_X, grad_K = _distance_grads(X, K, G, need_X=ctx.needs_input_grad[0], need_K=ctx.needs_input_grad[1])
         return grad_X, grad_K, None, None, None
 
 

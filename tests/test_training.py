@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from protoattn import _shepard
 from protoattn._network import PrototypeAttention
 from protoattn._training import CosineAdam, aggregate_duplicates, power_schedule
 from protoattn.attention import idw
@@ -87,3 +88,24 @@ def test_written_out_gradients_are_autograds(power, metric):
         torch.testing.assert_close(mine, theirs)
     with torch.no_grad():  # and the written-out prediction is the same logits
         torch.testing.assert_close(ours(X), logits.detach())
+
+
+@pytest.mark.parametrize("power", [3.0, 20.0])
+def test_training_step_is_the_same_on_numpy_and_torch(power):
+    """The written-out step runs on numpy arrays on the CPU and on torch tensors elsewhere (a GPU):
+    both give the same loss and gradients."""
+    g = torch.Generator().manual_seed(1)
+    X, keys = torch.randn(40, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
+    values, log_scales = (
+        torch.randn(7, 3, generator=g, dtype=torch.float64),
+        0.2 * torch.randn(5, generator=g, dtype=torch.float64),
+    )
+    y, w = torch.randint(0, 3, (40,), generator=g), torch.rand(40, generator=g, dtype=torch.float64)
+    X[2] = keys[0]  # an exact hit
+    arrays = [X, y, w, keys, values, log_scales]
+    on_torch = _shepard.loss_and_grads(*[a.clone() for a in arrays], True, power, 1e-3)
+    on_numpy = _shepard.loss_and_grads(*[a.numpy().copy() for a in arrays], True, power, 1e-3)
+    assert isinstance(on_numpy[0], np.floating) and all(isinstance(a, np.ndarray) for a in on_numpy[1])
+    torch.testing.assert_close(torch.as_tensor(on_numpy[0]), on_torch[0])
+    for mine, theirs in zip(on_numpy[1], on_torch[1], strict=True):
+        torch.testing.assert_close(torch.from_numpy(mine), theirs)

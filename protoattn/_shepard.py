@@ -1,0 +1,277 @@
+"""Shepard's weights in closed form, and the written-out training step of a network that uses them,
+written once for two array libraries: numpy arrays on the CPU, torch tensors elsewhere (a GPU, and
+under autograd or a tracer).
+
+Why numpy on the CPU: a training step is about 70 operations on a batch-by-prototypes matrix (256 ×
+100 at the defaults), and torch spends 5-10 µs dispatching each one where numpy spends 1-3 µs, so
+the same arithmetic runs in under two thirds of the time (``benchmarks/RESULTS.md``). The arrays
+share the tensors' memory: nothing is copied. What the two libraries spell differently is in
+:class:`NumpyOps` and :class:`TorchOps`; everything else is written with Python's operators, which
+both libraries run in place for ``*=``, ``+=`` and the like.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ._compute import matmul
+
+
+class NumpyOps:
+    """The operations that numpy and torch spell differently, for numpy arrays."""
+
+    matmul = staticmethod(np.matmul)
+    finfo = staticmethod(np.finfo)
+
+    @staticmethod
+    def squared_norms(a):
+        return np.einsum("ij,ij->i", a, a)
+
+    @staticmethod
+    def row_min(a):
+        return a.min(1, keepdims=True)
+
+    @staticmethod
+    def clip_(a, low, high=None):
+        return np.clip(a, low, high, out=a)
+
+    @staticmethod
+    def reciprocal_(a):
+        return np.reciprocal(a, out=a)
+
+    @staticmethod
+    def log(a):
+        return np.log(a)
+
+    @staticmethod
+    def log_(a):
+        return np.log(a, out=a)
+
+    @staticmethod
+    def exp_(a):
+        return np.exp(a, out=a)
+
+    @staticmethod
+    def scale_shift(a, scale, shift):
+        """``a * scale + shift``, into ``a``."""
+        a *= scale
+        a += shift
+        return a
+
+    @staticmethod
+    def log_softmax(a):
+        shifted = a - a.max(1, keepdims=True)
+        shifted -= np.log(np.exp(shifted).sum(1, keepdims=True))
+        return shifted
+
+    @staticmethod
+    def add_at_labels_(a, y, value):
+        """``a[i, y[i]] += value`` for every row i."""
+        a[np.arange(len(a)), y] += value
+        return a
+
+    @staticmethod
+    def pick(a, y):
+        """``a[i, y[i]]`` for every row i."""
+        return a[np.arange(len(a)), y]
+
+
+class TorchOps:
+    """The same for torch tensors (products through :func:`protoattn._compute.matmul`)."""
+
+    matmul = staticmethod(matmul)
+    finfo = staticmethod(torch.finfo)
+
+    @staticmethod
+    def squared_norms(a):
+        # One pass with no (n, d) temporary, unlike (a * a).sum(1): an order of magnitude faster on big a.
+        return torch.linalg.vector_norm(a, dim=1).square()
+
+    @staticmethod
+    def row_min(a):
+        return a.amin(1, keepdim=True)
+
+    @staticmethod
+    def clip_(a, low, high=None):
+        return a.clamp_(low, high)
+
+    @staticmethod
+    def reciprocal_(a):
+        return a.reciprocal_()
+
+    @staticmethod
+    def log(a):
+        return a.log()
+
+    @staticmethod
+    def log_(a):
+        return a.log_()
+
+    @staticmethod
+    def exp_(a):
+        return a.exp_()
+
+    @staticmethod
+    def scale_shift(a, scale, shift):
+        return torch.addcmul(shift, a, scale, out=a)  # one pass
+
+    @staticmethod
+    def log_softmax(a):
+        return torch.log_softmax(a, dim=1)
+
+    @staticmethod
+    def add_at_labels_(a, y, value):
+        return a.scatter_add_(1, y[:, None], torch.full((len(a), 1), value, dtype=a.dtype, device=a.device))
+
+    @staticmethod
+    def pick(a, y):
+        return a.gather(1, y[:, None]).view(-1)
+
+
+def ops_for(a):
+    return NumpyOps if isinstance(a, np.ndarray) else TorchOps
+
+
+def raise_(ops, x, q: float):
+    """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64 (one pass over
+    x per squaring or product), else ``exp(q log x)`` (a power with a float exponent is several times
+    slower than either)."""
+    if not (float(q).is_integer() and 1 <= q <= 64):
+        x = ops.log_(x)
+        x *= q
+        return ops.exp_(x)
+    q = int(q)
+    if q == 1:
+        return x
+    if q % 2 == 0:
+        x *= x
+        return raise_(ops, x, q // 2)
+    x *= raise_(ops, x * x, q // 2)  # x · (x²)^((q - 1) / 2)
+    return x
+
+
+def power(ops, x, q: float):
+    """``x ** q`` like :func:`raise_`, into a new array."""
+    if not (float(q).is_integer() and 1 <= q <= 64):
+        y = ops.log(x)
+        y *= q
+        return ops.exp_(y)
+    if q == 1:
+        return x * 1.0
+    y = raise_(ops, x * x, q // 2)
+    if q % 2:
+        y *= x
+    return y
+
+
+def distances_less_query_norms(ops, X, K):
+    """``‖x - k‖² - ‖x‖² = ‖k‖² - 2 x·k`` for every pair, through one product."""
+    partial = ops.matmul(X, K.T * -2.0)
+    partial += ops.squared_norms(K)
+    return partial
+
+
+def ratios(X, K, power_: float, eps: float, *, grad: bool = False):
+    """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖x - k_i‖^p)`` (McCarter 2023, eq. 2 under
+    softmax), each row rescaled as in :func:`protoattn.attention.idw_weights` (so only ratios within a
+    row mean anything), for ``eps > 0``; numpy arrays or torch tensors.
+
+    Returns ``(r, sensitivity)``; with ``grad=True`` ``sensitivity`` is ``(p/2) σ / ‖x - k‖²`` (see
+    :func:`protoattn.attention.idw_weights`), which :func:`distance_grad` needs, else None.
+    """
+    ops = ops_for(X)
+    q = 0.5 * power_
+    info = ops.finfo(X.dtype)
+    # ‖x - k‖² less ‖x‖², which is constant along a row: added below in the same pass as the division.
+    partial = distances_less_query_norms(ops, X, K)
+    x2 = ops.squared_norms(X)[:, None]
+    hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
+    floor = ops.row_min(partial)
+    floor += x2
+    floor = ops.clip_(floor, max(hit, float(info.tiny)))
+    # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
+    cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+    inverse = 1.0 / floor
+    ratio = ops.clip_(ops.scale_shift(partial, inverse, x2 * inverse), float(info.tiny), cap)  # ‖x - k‖² / floor
+    z = power(ops, ratio, q) if grad else raise_(ops, ratio, q)  # (‖x - k‖^p) / floor^(p/2)
+    e = ops.log(floor)
+    e *= -q
+    e += math.log(eps)
+    e = ops.exp_(e)  # eps / floor^(p/2)
+    if not grad:
+        z += e
+        return ops.reciprocal_(z), None
+    # z / ratio = ratio^(q - 1), unbounded at a hit when p < 2 (the slope of d^p at 0): bounded
+    # there by flooring the ratio at the float's resolution.
+    sensitivity = z / ops.clip_(ratio, float(info.eps))
+    z += e
+    r = ops.reciprocal_(z)
+    sensitivity *= r
+    sensitivity *= q * inverse
+    return r, sensitivity  # (p/2) σ / ‖x - k‖² with σ = z r
+
+
+def distance_grad(weighted_sensitivity, grad_weights, mean):
+    """Gradient of a loss with respect to the squared distances, from its gradient ``g`` with respect
+    to the normalised Shepard weights ``a``, overwriting ``grad_weights``: softmax's Jacobian, then
+    the score's, ``a (p/2) σ / ‖x - k‖² (Σ_j a_j g_j - g)``, with ``mean = Σ_j a_j g_j`` per row
+    (shape (n, 1)). Returned negated, ``-dL/d‖x - k‖²``, which saves a pass: callers fold the sign
+    into what they compute from it."""
+    grad_weights -= mean
+    grad_weights *= weighted_sensitivity
+    return grad_weights
+
+
+def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power_: float, eps: float):
+    """``Σ_i w_i CE(logits(x_i), y_i)`` of a network with Shepard weights, and the gradients of its mean
+    over the rows with respect to the keys, the values and (when ``learn_scales``) the log-scales of
+    its diagonal metric (``log_scales`` None: no metric), with no graph and every product through
+    BLAS; numpy arrays or torch tensors (no autograd).
+    """
+    ops = ops_for(X)
+    n = len(X)
+    if log_scales is None:
+        scales, Xs, ks = None, X, keys
+    else:
+        scales = ops.exp_(log_scales * 1.0)
+        Xs, ks = X * scales, keys * scales
+    r, sensitivity = ratios(Xs, ks, power_, eps, grad=True)
+    r /= r.sum(1, keepdims=True)
+    weights = r
+    logits = ops.matmul(weights, values)
+    log_p = ops.log_softmax(logits)
+    picked = ops.pick(log_p, y)
+    weighted = -(picked @ w)
+    # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n.
+    grad_logits = ops.add_at_labels_(ops.exp_(log_p), y, -1.0)
+    grad_logits *= (w * (1.0 / n))[:, None]
+    grad_values = ops.matmul(weights.T, grad_logits)
+    # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
+    mean = (grad_logits * logits).sum(1, keepdims=True)
+    sensitivity *= weights
+    # G = -dL/d‖xs - ks‖² (xs = x ∘ s, ks = k ∘ s); through ‖xs‖² - 2 xs·ks + ‖ks‖² to the keys:
+    # dL/dks_i = -2 Σ_n G_ni (ks_i - xs_n) = 2 (cross_i - (Σ_n G_ni) ks_i), with cross = Gᵀ xs.
+    G = distance_grad(sensitivity, ops.matmul(grad_logits, values.T), mean)
+    cross = ops.matmul(G.T, Xs)
+    column_sums = G.sum(0)[:, None]
+    grad_ks = ks * column_sums
+    grad_ks -= cross
+    grad_ks *= -2.0
+    if scales is None:
+        return weighted, [grad_ks, grad_values]
+    grad_ks *= scales  # dL/dk = s ∘ dL/dks
+    if not learn_scales:
+        return weighted, [grad_ks, grad_values]
+    # dL/dlog s_j = Σ_n (dL/dxs_nj) xs_nj + Σ_i (dL/dks_ij) ks_ij
+    #             = 2 [Σ_i ks_ij (2 cross_ij - (Σ_n G_ni) ks_ij) - Σ_n (Σ_i G_ni) xs_nj²].
+    Xs *= Xs
+    grad_scales = ops.matmul(G.sum(1), Xs)
+    cross *= 2.0
+    cross -= ks * column_sums
+    cross *= ks
+    grad_scales -= cross.sum(0)
+    grad_scales *= -2.0
+    return weighted, [grad_ks, grad_values, grad_scales]
