@@ -90,28 +90,36 @@ class PrototypeAttention(nn.Module):
             # dimension last when there are few classes.
             return (self.values.T @ self.weights(X).T).T
         if self.shepard:
-            # Normalised after the product: a pass over the (n, n_classes) result, not over (n, m).
+            # Normalised after the product, by row sums from the same product (the values with a
+            # column of ones): a pass over the (n, n_classes) result, none over (n, m).
             r, _ = _shepard.ratios(*self._scaled(X), self.power, self.eps)
-            return matmul(r, self.values).div_(r.sum(1, keepdim=True))
+            ones = torch.ones_like(self.values[:, :1])
+            sums = matmul(r, torch.cat([self.values, ones], 1))
+            return sums[:, :-1] / sums[:, -1:]
         return matmul(self.weights(X), self.values)
 
-    def loss_and_grads(self, X: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def loss_and_grads(self, X, y, w) -> tuple:
         """``Σ_i w_i CE(logits(x_i), y_i)`` and the gradients of its mean over the rows with respect to
-        :meth:`parameters`, in their order.
+        :meth:`parameters`, in their order, as tensors; or, given numpy arrays (a network on the CPU),
+        as numpy arrays.
 
         For Shepard weights (:attr:`shepard`) both passes are written out: the gradients autograd gives,
-        with no graph and every product through BLAS, at a third of the time of a training step.
+        with no graph and every product through BLAS, at a third of the time of a training step
+        (on the CPU in numpy, see :mod:`protoattn._shepard`).
         """
+        on_numpy = isinstance(X, np.ndarray)
         if not self.shepard:
+            X, y, w = (torch.as_tensor(a) for a in (X, y, w))
             weighted = torch.dot(nn.functional.cross_entropy(self(X), y, reduction="none"), w)
-            return weighted, list(torch.autograd.grad(weighted / len(X), list(self.parameters())))
+            grads = torch.autograd.grad(weighted / len(X), list(self.parameters()))
+            if on_numpy:
+                return weighted.item(), [g.numpy() for g in grads]
+            return weighted.detach(), list(grads)
         learn_scales = self.log_scales is not None and self.log_scales.requires_grad
-        arrays = [X, y, w, self.keys, self.values, self.log_scales]
+        params = [self.keys, self.values, self.log_scales]
         with torch.no_grad():
-            if X.device.type != "cpu":
-                return _shepard.loss_and_grads(*arrays, learn_scales, self.power, self.eps)
-            # On the CPU, through numpy (see protoattn._shepard): views of the same memory.
-            arrays = [None if a is None else a.detach().numpy() for a in arrays]
+            if not on_numpy:
+                return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)
+            params = [None if p is None else p.detach().numpy() for p in params]  # same memory
             with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
-                weighted, grads = _shepard.loss_and_grads(*arrays, learn_scales, self.power, self.eps)
-            return torch.as_tensor(weighted), [torch.from_numpy(g) for g in grads]
+                return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)

@@ -116,7 +116,8 @@ class TorchOps:
 
     @staticmethod
     def scale_shift(a, scale, shift):
-        return torch.addcmul(shift, a, scale, out=a)  # one pass
+        # Not torch.addcmul: with broadcast operands it runs three times slower than these two passes.
+        return a.mul_(scale).add_(shift)
 
     @staticmethod
     def log_softmax(a):

@@ -14,6 +14,7 @@ from sklearn.metrics import pairwise_distances_argmin
 from sklearn.model_selection import train_test_split
 
 from ._network import PrototypeAttention
+from ._shepard import ops_for
 
 #: Initial value rows are one-hot class indicators times this logit scale.
 VALUE_SCALE = 3.0
@@ -192,7 +193,7 @@ class CosineAdam:
         self._mean, self._square = torch.zeros_like(self._rates), torch.zeros_like(self._rates)
         # What the step computes on: numpy views on the CPU, else the tensors themselves.
         self._host = [_host(t) for t in (self._rates, self._mean, self._square, torch.zeros_like(self._rates))]
-        self._host_params = [_host(p.detach()) for p in params]
+        self._host_params = [_host(p) for p in params]
 
     def step(self, grads):
         """One update of every parameter from its gradient (same order as ``params``)."""
@@ -203,7 +204,7 @@ class CosineAdam:
         rates, mean, square, grad = self._host
         start = 0
         for g, size in zip(grads, self._sizes, strict=True):
-            grad[start : start + size] = _host(g.detach()).reshape(-1)
+            grad[start : start + size] = _host(g).reshape(-1)
             start += size
         mean *= beta1
         mean += grad * (1 - beta1)
@@ -241,9 +242,9 @@ class CosineAdam:
             target.copy_(torch.cat([torch.as_tensor(state[name][i].reshape(-1), dtype=target.dtype) for name in names]))
 
 
-def _host(tensor):
-    """A numpy view of a CPU tensor (same memory), else the tensor."""
-    return tensor.numpy() if tensor.device.type == "cpu" else tensor
+def _host(array):
+    """A numpy view of a CPU tensor (same memory), else the tensor (or numpy array) itself."""
+    return array.detach().numpy() if isinstance(array, torch.Tensor) and array.device.type == "cpu" else array
 
 
 def _snapshot(network):
@@ -305,29 +306,32 @@ def train(
         )
     params = dict(network.named_parameters())
     scaled = {"keys": spread or 1.0, "log_scales": SCALE_RATE}
-    log_scales = params["log_scales"].data if "log_scales" in params else None
+    log_scales = _host(params["log_scales"].detach()) if "log_scales" in params else None
     rates = [learning_rate * scaled.get(name, 1.0) for name in params]
     optimizer = CosineAdam(list(params.values()), rates, max_epochs * steps_per_epoch, anneal=anneal_learning_rate)
     optimizer.load_state(list(params), optimizer_state or {})
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.
     w = w / w.mean()
+    # On the CPU the steps take numpy views (see protoattn._shepard); elsewhere the tensors.
+    X, y, w = (_host(t) for t in (X, y, w))
     result = TrainingResult(spread=spread)
     best, best_state, stall = -math.inf, _snapshot(network), 0
     for epoch in range(max_epochs):
         network.power = power_schedule(epoch)
         if steps_per_epoch > 1:
             # One gather per epoch; the batches are then views.
-            order = torch.randperm(n, generator=generator).to(X.device)
-            batches = zip(*(t.index_select(0, order).split(batch_size) for t in (X, y, w)), strict=True)
+            order = _host(torch.randperm(n, generator=generator).to(network.keys.device))
+            shuffled = [t[order] for t in (X, y, w)]
+            batches = (tuple(t[start : start + batch_size] for t in shuffled) for start in range(0, n, batch_size))
         else:
             batches = [(X, y, w)]
-        epoch_loss = torch.zeros((), dtype=X.dtype, device=X.device)
+        epoch_loss = 0.0
         for xb, yb, wb in batches:
             weighted, grads = network.loss_and_grads(xb, yb, wb)
             optimizer.step(grads)
             if log_scales is not None:
-                log_scales.clamp_(-MAX_LOG_SCALE, MAX_LOG_SCALE)
-            epoch_loss += weighted.detach()
+                ops_for(log_scales).clip_(log_scales, -MAX_LOG_SCALE, MAX_LOG_SCALE)
+            epoch_loss += weighted
         epoch_loss = float(epoch_loss) / n
         if not math.isfinite(epoch_loss):
             network.load_state_dict(best_state)
