@@ -77,6 +77,9 @@ class PrototypeAttention(nn.Module):
 
     def weights(self, X: Tensor) -> Tensor:
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
+        if self.shepard and not self._recorded(X):
+            r = self._shepard_ratios(X)
+            return r.div_(r.sum(1, keepdim=True))
         closed_form = SOFTMAX_CLOSED_FORMS.get(self.score) if self.softmax else None
         if closed_form is not None:
             return closed_form(*self._scaled(X), power=self.power, eps=self.eps)
@@ -85,18 +88,28 @@ class PrototypeAttention(nn.Module):
 
     def forward(self, X: Tensor) -> Tensor:
         """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""
-        if torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if self._recorded(X):
             # For autograd, as (valuesᵀ weightsᵀ)ᵀ: MKL is several times faster with the long
             # dimension last when there are few classes.
             return (self.values.T @ self.weights(X).T).T
         if self.shepard:
             # Normalised after the product, by row sums from the same product (the values with a
             # column of ones): a pass over the (n, n_classes) result, none over (n, m).
-            r, _ = _shepard.ratios(*self._scaled(X), self.power, self.eps)
-            ones = torch.ones_like(self.values[:, :1])
-            sums = matmul(r, torch.cat([self.values, ones], 1))
+            r = self._shepard_ratios(X)
+            sums = matmul(r, _shepard.TorchOps.with_ones_column(self.values))
             return sums[:, :-1] / sums[:, -1:]
         return matmul(self.weights(X), self.values)
+
+    def _recorded(self, X: Tensor) -> bool:
+        """Whether autograd records this call."""
+        return torch.is_grad_enabled() and (X.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    def _shepard_ratios(self, X: Tensor) -> Tensor:
+        """Shepard's unnormalised weights with no graph; the metric multiplies the keys, not X (one
+        formula for predictions and explanations alike: at an exact hit with p < 2 the weights
+        depend on the rounding of a zero distance)."""
+        sq_scales = None if self.log_scales is None else (2.0 * self.log_scales).exp()
+        return _shepard.ratios(X, self.keys, self.power, self.eps, sq_scales=sq_scales)[0]
 
     def loss_and_grads(self, X, y, w) -> tuple:
         """``Σ_i w_i CE(logits(x_i), y_i)`` and the gradients of its mean over the rows with respect to

@@ -35,6 +35,14 @@ class NumpyOps:
         return a.min(1, keepdims=True)
 
     @staticmethod
+    def ones(n, like):
+        return np.ones(n, dtype=like.dtype)
+
+    @staticmethod
+    def with_ones_column(a):
+        return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype)], 1)
+
+    @staticmethod
     def clip_(a, low, high=None):
         return np.clip(a, low, high, out=a)
 
@@ -95,6 +103,14 @@ class TorchOps:
         return a.amin(1, keepdim=True)
 
     @staticmethod
+    def ones(n, like):
+        return torch.ones(n, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def with_ones_column(a):
+        return torch.cat([a, torch.ones_like(a[:, :1])], 1)
+
+    @staticmethod
     def clip_(a, low, high=None):
         return a.clamp_(low, high)
 
@@ -136,11 +152,15 @@ def ops_for(a):
     return NumpyOps if isinstance(a, np.ndarray) else TorchOps
 
 
+def _whole(q: float) -> bool:
+    return float(q).is_integer() and 1 <= q <= 64
+
+
 def raise_(ops, x, q: float):
     """``x ** q`` for positive x, overwriting x: repeated squaring for a whole q up to 64 (one pass over
     x per squaring or product), else ``exp(q log x)`` (a power with a float exponent is several times
     slower than either)."""
-    if not (float(q).is_integer() and 1 <= q <= 64):
+    if not _whole(q):
         x = ops.log_(x)
         x *= q
         return ops.exp_(x)
@@ -156,7 +176,7 @@ def raise_(ops, x, q: float):
 
 def power(ops, x, q: float):
     """``x ** q`` like :func:`raise_`, into a new array."""
-    if not (float(q).is_integer() and 1 <= q <= 64):
+    if not _whole(q):
         y = ops.log(x)
         y *= q
         return ops.exp_(y)
@@ -168,17 +188,26 @@ def power(ops, x, q: float):
     return y
 
 
-def distances_less_query_norms(ops, X, K):
-    """``‖x - k‖² - ‖x‖² = ‖k‖² - 2 x·k`` for every pair, through one product."""
-    partial = ops.matmul(X, K.T * -2.0)
-    partial += ops.squared_norms(K)
+def distances_less_query_norms(ops, X, K, sq_scales=None):
+    """``‖x - k‖² - ‖x‖² = ‖k‖² - 2 x·k`` for every pair, through one product; with a diagonal
+    metric's squared scales ``s²``, ``‖s ∘ (x - k)‖² - ‖s ∘ x‖² = ‖s ∘ k‖² - 2 x·(s² ∘ k)``: the
+    metric goes into the keys, so the queries are never rescaled."""
+    if sq_scales is None:
+        partial = ops.matmul(X, K.T * -2.0)
+        partial += ops.squared_norms(K)
+        return partial
+    metric_keys = K * sq_scales
+    partial = ops.matmul(X, metric_keys.T * -2.0)
+    partial += ops.matmul(metric_keys * K, ops.ones(K.shape[1], K))
     return partial
 
 
-def ratios(X, K, power_: float, eps: float, *, grad: bool = False):
+def ratios(X, K, power_: float, eps: float, *, sq_scales=None, grad: bool = False, x2=None):
     """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖x - k_i‖^p)`` (McCarter 2023, eq. 2 under
     softmax), each row rescaled as in :func:`protoattn.attention.idw_weights` (so only ratios within a
-    row mean anything), for ``eps > 0``; numpy arrays or torch tensors.
+    row mean anything), for ``eps > 0``; numpy arrays or torch tensors. With ``sq_scales`` (``s²``)
+    the distances are those of the diagonal metric, ``‖s ∘ (x - k)‖``; ``x2`` may give the queries'
+    ``‖s ∘ x‖²`` when the caller has them.
 
     Returns ``(r, sensitivity)``; with ``grad=True`` ``sensitivity`` is ``(p/2) σ / ‖x - k‖²`` (see
     :func:`protoattn.attention.idw_weights`), which :func:`distance_grad` needs, else None.
@@ -186,22 +215,26 @@ def ratios(X, K, power_: float, eps: float, *, grad: bool = False):
     ops = ops_for(X)
     q = 0.5 * power_
     info = ops.finfo(X.dtype)
-    # ‖x - k‖² less ‖x‖², which is constant along a row: added below in the same pass as the division.
-    partial = distances_less_query_norms(ops, X, K)
-    x2 = ops.squared_norms(X)[:, None]
+    # ‖x - k‖² less ‖x‖², which is constant along a row: added below, with the division by the floor.
+    partial = distances_less_query_norms(ops, X, K, sq_scales)
+    if x2 is None:
+        x2 = ops.squared_norms(X) if sq_scales is None else ops.matmul(X * X, sq_scales)
+    x2 = x2[:, None]
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
     floor = ops.row_min(partial)
     floor += x2
     floor = ops.clip_(floor, max(hit, float(info.tiny)))
-    # With gradients, ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
-    cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
     inverse = 1.0 / floor
-    ratio = ops.clip_(ops.scale_shift(partial, inverse, x2 * inverse), float(info.tiny), cap)  # ‖x - k‖² / floor
+    ratio = ops.scale_shift(partial, inverse, x2 * inverse)  # ‖x - k‖² / floor
+    # A power through logarithms needs ratio > 0 (rounding can leave -0 at a hit); with gradients,
+    # ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
+    low = None if _whole(q) else float(info.tiny)
+    cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+    if low is not None or cap is not None:
+        ratio = ops.clip_(ratio, low, cap)
     z = power(ops, ratio, q) if grad else raise_(ops, ratio, q)  # (‖x - k‖^p) / floor^(p/2)
-    e = ops.log(floor)
-    e *= -q
-    e += math.log(eps)
-    e = ops.exp_(e)  # eps / floor^(p/2)
+    e = power(ops, inverse, q)
+    e *= eps  # eps / floor^(p/2), at most 1 as floor >= eps^(2/p)
     if not grad:
         z += e
         return ops.reciprocal_(z), None
@@ -234,45 +267,47 @@ def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power_
     """
     ops = ops_for(X)
     n = len(X)
-    if log_scales is None:
-        scales, Xs, ks = None, X, keys
-    else:
-        scales = ops.exp_(log_scales * 1.0)
-        Xs, ks = X * scales, keys * scales
-    r, sensitivity = ratios(Xs, ks, power_, eps, grad=True)
-    r /= r.sum(1, keepdims=True)
-    weights = r
-    logits = ops.matmul(weights, values)
+    # The metric's s² multiplies the keys (see distances_less_query_norms); X² serves both ‖s ∘ x‖²
+    # and the gradient of the scales.
+    sq_scales = None if log_scales is None else ops.exp_(log_scales * 2.0)
+    X2 = X * X if sq_scales is not None else None
+    x2 = None if X2 is None else ops.matmul(X2, sq_scales)
+    r, sensitivity = ratios(X, keys, power_, eps, sq_scales=sq_scales, grad=True, x2=x2)
+    # The weights are r / Σ r: the row sums come from the logits' product (the values with a column
+    # of ones), and the division is folded into (n, n_classes) matrices instead of a pass over r.
+    sums = ops.matmul(r, ops.with_ones_column(values))
+    inverse_sums = 1.0 / sums[:, -1:]
+    logits = sums[:, :-1] * inverse_sums
     log_p = ops.log_softmax(logits)
-    picked = ops.pick(log_p, y)
-    weighted = -(picked @ w)
-    # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n.
+    weighted = -(ops.pick(log_p, y) @ w)
+    # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n; here also divided by Σ r.
     grad_logits = ops.add_at_labels_(ops.exp_(log_p), y, -1.0)
     grad_logits *= (w * (1.0 / n))[:, None]
-    grad_values = ops.matmul(weights.T, grad_logits)
     # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
     mean = (grad_logits * logits).sum(1, keepdims=True)
-    sensitivity *= weights
-    # G = -dL/d‖xs - ks‖² (xs = x ∘ s, ks = k ∘ s); through ‖xs‖² - 2 xs·ks + ‖ks‖² to the keys:
-    # dL/dks_i = -2 Σ_n G_ni (ks_i - xs_n) = 2 (cross_i - (Σ_n G_ni) ks_i), with cross = Gᵀ xs.
+    mean *= inverse_sums
+    grad_logits *= inverse_sums
+    grad_values = ops.matmul(r.T, grad_logits)
+    sensitivity *= r
+    # G = -dL/d‖s ∘ (x - k)‖²; through Σ_j s_j² (x_j² - 2 x_j k_j + k_j²) to the keys:
+    # dL/dk_i = -2 s² ∘ Σ_n G_ni (k_i - x_n) = 2 s² ∘ (cross_i - (Σ_n G_ni) k_i), with cross = Gᵀ X.
     G = distance_grad(sensitivity, ops.matmul(grad_logits, values.T), mean)
-    cross = ops.matmul(G.T, Xs)
-    column_sums = G.sum(0)[:, None]
-    grad_ks = ks * column_sums
-    grad_ks -= cross
-    grad_ks *= -2.0
-    if scales is None:
-        return weighted, [grad_ks, grad_values]
-    grad_ks *= scales  # dL/dk = s ∘ dL/dks
+    cross = ops.matmul(G.T, X)
+    column_sums = ops.matmul(ops.ones(n, G), G)[:, None]  # sums as products: a third of the time
+    grad_keys = keys * column_sums
+    grad_keys -= cross
+    grad_keys *= -2.0
+    if sq_scales is not None:
+        grad_keys *= sq_scales
     if not learn_scales:
-        return weighted, [grad_ks, grad_values]
-    # dL/dlog s_j = Σ_n (dL/dxs_nj) xs_nj + Σ_i (dL/dks_ij) ks_ij
-    #             = 2 [Σ_i ks_ij (2 cross_ij - (Σ_n G_ni) ks_ij) - Σ_n (Σ_i G_ni) xs_nj²].
-    Xs *= Xs
-    grad_scales = ops.matmul(G.sum(1), Xs)
+        return weighted, [grad_keys, grad_values]
+    # dL/dlog s_j = 2 s_j² Σ_ni (dL/d‖s ∘ (x_n - k_i)‖²) (x_nj - k_ij)²
+    #             = -2 s_j² [Σ_n (Σ_i G_ni) x_nj² - Σ_i k_ij (2 cross_ij - (Σ_n G_ni) k_ij)].
+    grad_scales = ops.matmul(ops.matmul(G, ops.ones(G.shape[1], G)), X2)
     cross *= 2.0
-    cross -= ks * column_sums
-    cross *= ks
+    cross -= keys * column_sums
+    cross *= keys
     grad_scales -= cross.sum(0)
+    grad_scales *= sq_scales
     grad_scales *= -2.0
-    return weighted, [grad_ks, grad_values, grad_scales]
+    return weighted, [grad_keys, grad_values, grad_scales]
