@@ -128,11 +128,24 @@ class PrototypeAttention(nn.Module):
             if on_numpy:
                 return weighted.item(), [g.numpy() for g in grads]
             return weighted.detach(), list(grads)
-        learn_scales = self.log_scales is not None and self.log_scales.requires_grad
-        params = [self.keys, self.values, self.log_scales]
-        with torch.no_grad():
-            if not on_numpy:
-                return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)
-            params = [None if p is None else p.detach().numpy() for p in params]  # same memory
+        if on_numpy:
             with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
-                return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)
+                return self.training_step()(X, y, w)
+        learn_scales = self.log_scales is not None and self.log_scales.requires_grad
+        params = self.keys, self.values, self.log_scales
+        with torch.no_grad():
+            return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)
+
+    def training_step(self):
+        """:meth:`loss_and_grads` as a function of ``(X, y, w)`` for training's loop: for a Shepard
+        network on the CPU, on numpy arrays, with numpy views of the parameters taken once (a step is
+        short enough that converting them each time would show); otherwise the method itself."""
+        if not (self.shepard and self.keys.device.type == "cpu"):
+            return self.loss_and_grads
+        learn_scales = self.log_scales is not None and self.log_scales.requires_grad
+        params = [None if p is None else p.detach().numpy() for p in (self.keys, self.values, self.log_scales)]
+
+        def step(X, y, w):
+            return _shepard.loss_and_grads(X, y, w, *params, learn_scales, self.power, self.eps)
+
+        return step

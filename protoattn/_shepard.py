@@ -43,6 +43,10 @@ class NumpyOps:
         return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype)], 1)
 
     @staticmethod
+    def take_rows(a, rows):
+        return np.take(a, rows, axis=0)  # twice as fast as a[rows]
+
+    @staticmethod
     def clip_(a, low, high=None):
         return np.clip(a, low, high, out=a)
 
@@ -109,6 +113,10 @@ class TorchOps:
     @staticmethod
     def with_ones_column(a):
         return torch.cat([a, torch.ones_like(a[:, :1])], 1)
+
+    @staticmethod
+    def take_rows(a, rows):
+        return a.index_select(0, rows)
 
     @staticmethod
     def clip_(a, low, high=None):

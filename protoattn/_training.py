@@ -94,13 +94,13 @@ def kmeans_prototypes(X, y, weight, counts, n_classes, random_state):
     for c, k in enumerate(counts):
         if k == 0:
             continue
-        Xc, wc = X[y == c], weight[y == c]
+        rows = np.flatnonzero(y == c)
+        if len(rows) > KMEANS_ROWS_PER_CENTRE * k:  # the subset's rows are gathered, not the whole class
+            rows = rows[random_state.choice(len(rows), KMEANS_ROWS_PER_CENTRE * k, replace=False)]
+        Xc, wc = X[rows], weight[rows]
         if k == len(Xc):
             centres = Xc
         else:
-            if len(Xc) > KMEANS_ROWS_PER_CENTRE * k:
-                rows = random_state.choice(len(Xc), KMEANS_ROWS_PER_CENTRE * k, replace=False)
-                Xc, wc = Xc[rows], wc[rows]
             km = KMeans(n_clusters=int(k), n_init=1, random_state=random_state)
             centres = km.fit(Xc, sample_weight=wc).cluster_centers_
         keys.append(centres)
@@ -212,12 +212,12 @@ class CosineAdam:
         grad *= 1 - beta2
         square *= beta2
         square += grad
+        # rate m̂ / (√v̂ + eps) with m̂ = m / first_correction, √v̂ = √v / root_second_correction:
         update = square**0.5
-        update *= 1 / root_second_correction
-        update += self.eps
+        update += self.eps * root_second_correction
         update = mean / update
         update *= rates
-        update *= decay / first_correction
+        update *= decay * root_second_correction / first_correction
         start = 0
         for p, size in zip(self._host_params, self._sizes, strict=True):
             p -= update[start : start + size].reshape(p.shape)
@@ -314,6 +314,7 @@ def train(
     w = w / w.mean()
     # On the CPU the steps take numpy views (see protoattn._shepard); elsewhere the tensors.
     X, y, w = (_host(t) for t in (X, y, w))
+    step = network.training_step()
     result = TrainingResult(spread=spread)
     best, best_state, stall = -math.inf, _snapshot(network), 0
     for epoch in range(max_epochs):
@@ -321,17 +322,18 @@ def train(
         if steps_per_epoch > 1:
             # One gather per epoch; the batches are then views.
             order = _host(torch.randperm(n, generator=generator).to(network.keys.device))
-            shuffled = [t[order] for t in (X, y, w)]
+            shuffled = [ops_for(t).take_rows(t, order) for t in (X, y, w)]
             batches = (tuple(t[start : start + batch_size] for t in shuffled) for start in range(0, n, batch_size))
         else:
             batches = [(X, y, w)]
         epoch_loss = 0.0
-        for xb, yb, wb in batches:
-            weighted, grads = network.loss_and_grads(xb, yb, wb)
-            optimizer.step(grads)
-            if log_scales is not None:
-                ops_for(log_scales).clip_(log_scales, -MAX_LOG_SCALE, MAX_LOG_SCALE)
-            epoch_loss += weighted
+        with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
+            for xb, yb, wb in batches:
+                weighted, grads = step(xb, yb, wb)
+                optimizer.step(grads)
+                if log_scales is not None:
+                    ops_for(log_scales).clip_(log_scales, -MAX_LOG_SCALE, MAX_LOG_SCALE)
+                epoch_loss += weighted
         epoch_loss = float(epoch_loss) / n
         if not math.isfinite(epoch_loss):
             network.load_state_dict(best_state)
