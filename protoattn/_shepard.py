@@ -237,9 +237,11 @@ def ratios(X, K, power_: float, eps: float, *, sq_scales=None, grad: bool = Fals
     floor = ops.clip_(floor, max(hit, float(info.tiny)))
     inverse = 1.0 / floor
     ratio = ops.scale_shift(partial, inverse, x2 * inverse)  # ‖x - k‖² / floor
-    # A power through logarithms needs ratio > 0 (rounding can leave -0 at a hit); with gradients,
-    # ratio is capped where ratio^q would overflow, so that σ = z r stays finite.
-    low = None if _whole(q) else float(info.tiny)
+    # Rounding leaves ratio slightly below 0 at a hit (the product's error grows with ‖x‖² + ‖k‖²):
+    # an odd power keeps the sign and a power through logarithms needs ratio > 0, so both are floored
+    # (an even power needs nothing). With gradients, ratio is capped where ratio^q would overflow,
+    # so that σ = z r stays finite.
+    low = (None if q % 2 == 0 else 0.0) if _whole(q) else float(info.tiny)
     cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
     if low is not None or cap is not None:
         ratio = ops.clip_(ratio, low, cap)

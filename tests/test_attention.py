@@ -64,6 +64,18 @@ def test_exact_hit_gets_weight_one_over_eps(dtype):
     assert torch.isfinite(keys.grad).all()
 
 
+@pytest.mark.parametrize("power", [2.0, 6.0, 16.0, 7.0])
+def test_hits_far_from_the_origin_keep_weights_in_zero_one(power):
+    # In float32 ‖x‖² - 2 x·k + ‖k‖² misses 0 at a hit by about 1e-7 (‖x‖² + ‖k‖²): an odd power of a
+    # slightly negative distance once gave negative or infinite weights.
+    keys = torch.as_tensor(np.random.default_rng(0).normal(scale=10.0, size=(50, 100)), dtype=torch.float32)
+    for grad in (False, True):
+        k = keys.clone().requires_grad_(grad)
+        weights = idw_weights(keys[:20], k, power=power, eps=1e-3)
+        assert torch.isfinite(weights).all() and (weights >= 0).all() and (weights <= 1).all()
+        np.testing.assert_allclose(torch.diagonal(weights).detach().numpy(), 1.0, atol=1e-4)
+
+
 def test_idw_with_eps_zero_stays_finite_on_a_hit():
     x = torch.zeros((1, 3))
     scores = idw(x, torch.zeros((2, 3)), power=2.0, eps=0.0)

@@ -164,6 +164,19 @@ def test_scores_weights_and_gradients_stay_finite_on_hits_and_far_away(name, pow
     assert torch.isfinite(keys.grad).all()
 
 
+def test_predictions_on_prototypes_far_from_the_origin_are_theirs():
+    # float32 queries with norms around 100 and p = 2: the squared distance of a prototype to itself
+    # comes out slightly negative, which must not flip the sign of its weight.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=10.0, size=(3, 100))
+    X = np.repeat(centres, 30, axis=0) + rng.normal(size=(90, 100))
+    y = np.repeat([0, 1, 2], 30)
+    clf = IDWAttentionClassifier(power=2.0, n_prototypes=12, max_epochs=3, random_state=0).fit(X, y)
+    proba = clf.predict_proba(clf.prototypes_.astype(np.float32))
+    assert np.all(np.isfinite(proba)) and np.all(proba >= 0)
+    np.testing.assert_array_equal(proba.argmax(1), clf.logits_.argmax(1))
+
+
 def _problem(seed, n_classes, n_features, per_class, constant, twice, scale, dtype, **params):
     """A small classification problem with X in ``dtype`` at ``scale``, and the estimator's params."""
     y = np.arange(n_classes * per_class) % n_classes
