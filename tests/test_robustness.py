@@ -177,6 +177,40 @@ def test_predictions_on_prototypes_far_from_the_origin_are_theirs():
     np.testing.assert_array_equal(proba.argmax(1), clf.logits_.argmax(1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [1e-30, 1e-4, None, 1e4, 1e30, 1e300])
+def test_one_distance_scale_for_all_rows_gives_each_rows_own_weights(fitted, iris, dtype, scale):
+    # Prediction computes all rows at one typical squared distance and recomputes, at its own
+    # nearest distance, any row whose weights could have overflowed or underflowed there: hits,
+    # far-away rows, and every row when the scale is far off.
+    X, _ = iris
+    queries = torch.as_tensor(np.vstack([X, fitted.prototypes_, 1e3 * X[:5], 1e-6 * X[:5]]), dtype=dtype)
+    network = fitted._network(dtype)
+    with torch.inference_mode():
+        own = network.weights(queries), network(queries)
+        network.distance_scale = network.typical_distance() if scale is None else scale
+        shared = network.weights(queries), network(queries)
+        at_scale = network._at_scale[0]
+        redone = at_scale.untrusted(at_scale(queries)[1])
+    # float32 rounds ‖x‖² + ‖k‖² - 2 x·k differently in the two (metric and scale go into the keys).
+    rtol, atol = (1e-4, 1e-6) if dtype == torch.float32 else (1e-11, 1e-14)
+    for a, b in zip(own, shared, strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=rtol, atol=atol)
+    if scale == 1e300 or (scale == 1e30 and dtype == torch.float32):
+        assert redone is not None and len(redone) == len(queries)  # nothing fits at that scale
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e3, -1e3])
+def test_probabilities_stay_finite_with_huge_logits(fitted, iris, factor):
+    # Softmax skips the max-shift while every logit is within ±700, where float64's exp cannot overflow.
+    X, _ = iris
+    clf = copy.deepcopy(fitted)
+    clf.logits_ = clf.logits_ * factor
+    proba = clf.predict_proba(X)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba, _softmax(clf.decision_function(X)), rtol=1e-9, atol=1e-300)
+
+
 def _problem(seed, n_classes, n_features, per_class, constant, twice, scale, dtype, **params):
     """A small classification problem with X in ``dtype`` at ``scale``, and the estimator's params."""
     y = np.arange(n_classes * per_class) % n_classes
