@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 import warnings
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -29,6 +30,13 @@ DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 # that per-chunk overheads vanish (2**19 was 10 % faster than 2**18 and as fast as 2**20 in
 # benchmarks/speed.py), small enough that the memory beyond the output is bounded whatever the rows.
 _CHUNK_ELEMENTS = 2**19
+
+# add_prototype and remove_prototypes replace prototypes_, logits_ and patched_prototypes_ together,
+# holding this lock; predictions read prototypes_ and logits_ under it (see _model), so one that
+# runs beside a patch uses the model wholly before or wholly after it. Re-entrant: add_prototype
+# predicts at x while it holds the lock. One for all estimators: it is held for microseconds to read,
+# milliseconds to patch.
+_PATCHING = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -633,10 +641,17 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """Class of each prototype's largest logit; always in sync with ``logits_``."""
         return self.classes_[np.argmax(self.logits_, axis=1)]
 
+    def _model(self):
+        """``prototypes_`` and ``logits_``, read together (see ``_PATCHING``)."""
+        with _PATCHING:
+            return self.prototypes_, self.logits_
+
     def _network(self, dtype, prototypes=None, logits=None):
+        if prototypes is None:
+            prototypes, logits = self._model()
         return self._build_network(
-            self.prototypes_ if prototypes is None else prototypes,
-            self.logits_ if logits is None else logits,
+            prototypes,
+            logits,
             dtype,
             self.power_,
             self.attention_params_,
@@ -737,7 +752,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
         X = self._validate_X(X)
-        n, k = len(X), min(int(top_k), len(self.prototypes_))
+        prototypes, logits = self._model()  # one model for every chunk, whatever a patch does meanwhile
+        n, k = len(X), min(int(top_k), len(prototypes))
         explanation = Explanation(
             predicted=np.empty(n, dtype=self.classes_.dtype),
             logit=np.empty(n),
@@ -749,20 +765,20 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
         # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
         # key), so it has a quarter of prediction's rows.
-        rows = max(1, _CHUNK_ELEMENTS // (4 * len(self.prototypes_)))
+        rows = max(1, _CHUNK_ELEMENTS // (4 * len(prototypes)))
         for start in range(0, n, rows):
-            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows))
+            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows), prototypes, logits)
         return explanation
 
-    def _explain_rows(self, X, out, rows):
-        weights = self._in_chunks(X, PrototypeAttention.weights)
-        predicted = np.argmax(weights @ self.logits_, axis=1)
-        contributions = weights * self.logits_[:, predicted].T
+    def _explain_rows(self, X, out, rows, prototypes, logits):
+        weights = self._in_chunks(X, PrototypeAttention.weights, prototypes, logits)
+        predicted = np.argmax(weights @ logits, axis=1)
+        contributions = weights * logits[:, predicted].T
         order = np.argsort(-contributions, axis=1, kind="stable")[:, : out.weights.shape[1]]
         out.predicted[rows] = self.classes_[predicted]
         out.logit[rows] = contributions.sum(axis=1)
         out.prototype_indices[rows] = order
-        out.prototype_labels[rows] = self.prototype_labels_[order]
+        out.prototype_labels[rows] = self.classes_[np.argmax(logits, axis=1)][order]
         out.weights[rows] = np.take_along_axis(weights, order, axis=1)
         out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
 
@@ -799,6 +815,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         label = self._class_index(y)
         if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin < math.inf):
             raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
+        with _PATCHING:  # from the model it reads to the one it writes (see _PATCHING)
+            return self._add_prototype(x, label, margin, replace)
+
+    def _add_prototype(self, x, label, margin, replace):
         m = len(self.prototypes_)
         if replace is not None and (
             not isinstance(replace, Integral) or isinstance(replace, bool) or not 0 <= replace < m
@@ -834,19 +854,20 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def remove_prototypes(self, indices):
         """Delete prototypes by index (at least one must remain). Returns self."""
         check_is_fitted(self)
-        m = len(self.prototypes_)
-        idx = np.asarray(indices)
-        if idx.ndim == 0:
-            idx = idx.reshape(1)
-        if idx.dtype.kind not in "iu" or idx.ndim != 1:
-            raise TypeError(f"indices must be integers or a 1-D array of integers, got {indices!r}.")
-        if np.any((idx < 0) | (idx >= m)) or len(np.unique(idx)) != len(idx):
-            raise ValueError(f"indices must be distinct prototype indices in [0, {m}), got {indices!r}.")
-        if len(idx) >= m:
-            raise ValueError(f"Cannot remove all {m} prototypes: at least one must remain.")
-        keep = np.setdiff1d(np.arange(m), idx)
-        self.prototypes_, self.logits_ = self.prototypes_[keep], self.logits_[keep]
-        self.patched_prototypes_ = self.patched_prototypes_[keep]
+        with _PATCHING:  # see _PATCHING
+            m = len(self.prototypes_)
+            idx = np.asarray(indices)
+            if idx.ndim == 0:
+                idx = idx.reshape(1)
+            if idx.dtype.kind not in "iu" or idx.ndim != 1:
+                raise TypeError(f"indices must be integers or a 1-D array of integers, got {indices!r}.")
+            if np.any((idx < 0) | (idx >= m)) or len(np.unique(idx)) != len(idx):
+                raise ValueError(f"indices must be distinct prototype indices in [0, {m}), got {indices!r}.")
+            if len(idx) >= m:
+                raise ValueError(f"Cannot remove all {m} prototypes: at least one must remain.")
+            keep = np.setdiff1d(np.arange(m), idx)
+            self.prototypes_, self.logits_ = self.prototypes_[keep], self.logits_[keep]
+            self.patched_prototypes_ = self.patched_prototypes_[keep]
         return self
 
     def _validate_one_sample(self, x):

@@ -1,5 +1,6 @@
 """One fitted estimator serves predictions from many threads at once."""
 
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,3 +38,45 @@ def test_predicting_from_8_threads_at_once_matches_serial_calls():
     for i, answers in enumerate(results):
         for k, answer in enumerate(answers):
             np.testing.assert_array_equal(answer, serial[(i + k) % len(calls)])
+
+
+def test_patching_beside_predictions_gives_the_model_before_or_after():
+    # add_prototype and remove_prototypes replace several fitted arrays; a prediction running at the
+    # same time must see all of them before or all after, never a mix (a shape error or a wrong answer).
+    X, y = make_classification(300, n_features=8, n_informative=5, n_classes=3, random_state=0)
+    clf = IDWAttentionClassifier(n_prototypes=9, max_epochs=3, random_state=0).fit(X, y)
+    x, label = X[:1] + 0.5, (clf.predict(X[:1])[0] + 1) % 3
+
+    def outputs():
+        return clf.predict_proba(X), clf.explain(X[:20], top_k=2).contributions
+
+    before = outputs()
+    index = clf.add_prototype(x, label)
+    after = outputs()
+    clf.remove_prototypes([index])
+    stop = threading.Event()
+
+    def patch():
+        while not stop.is_set():
+            clf.remove_prototypes([clf.add_prototype(x, label)])
+
+    def predict(_):
+        seen = set()
+        for _ in range(30):
+            for now, old, new in zip(outputs(), before, after, strict=True):  # each call on its own
+                seen.add("before" if np.array_equal(now, old) else "after" if np.array_equal(now, new) else "mixed")
+        return seen
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often, to hit the moment of a patch
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            patcher = pool.submit(patch)
+            try:
+                seen = set().union(*pool.map(predict, range(3)))
+            finally:
+                stop.set()
+            patcher.result()
+    finally:
+        sys.setswitchinterval(interval)
+    assert seen <= {"before", "after"}
