@@ -132,21 +132,27 @@ class PrototypeAttention(nn.Module):
         (:class:`protoattn._shepard.AtScale`), and the rows whose sums say they may have overflowed
         or underflowed are computed again, each at its own nearest distance.
         """
-        sq_scales = None if self.log_scales is None else (2.0 * self.log_scales).exp()
         if self.distance_scale is None:
-            r = _shepard.ratios(X, self.keys, self.power, self.eps, sq_scales=sq_scales)[0]
+            r = self._own_scale_ratios(X)
             return r, matmul(r, _shepard.TorchOps.with_ones_column(right))
         at_scale = self._at_scale.get(right.shape[1])
         if at_scale is None:  # once per call of the classifier: the same for every chunk
-            at_scale = _shepard.AtScale(self.keys, sq_scales, self.power, self.eps, self.distance_scale, right)
+            at_scale = _shepard.AtScale(self.keys, self._sq_scales(), self.power, self.eps, self.distance_scale, right)
             self._at_scale[right.shape[1]] = at_scale
         r, product = at_scale(X)
         rows = at_scale.untrusted(product)
         if rows is not None:
-            r_rows = _shepard.ratios(X[rows], self.keys, self.power, self.eps, sq_scales=sq_scales)[0]
+            r_rows = self._own_scale_ratios(X[rows])
             r[rows] = r_rows
             product[rows] = matmul(r_rows, at_scale.right)
         return r, product
+
+    def _sq_scales(self) -> Tensor | None:
+        return None if self.log_scales is None else (2.0 * self.log_scales).exp()
+
+    def _own_scale_ratios(self, X: Tensor) -> Tensor:
+        """Shepard's unnormalised weights with each row at its own nearest distance."""
+        return _shepard.ratios(X, self.keys, self.power, self.eps, sq_scales=self._sq_scales())[0]
 
     def typical_distance(self) -> float | None:
         """A squared distance typical of a query's nearest prototype, for :attr:`distance_scale`: the

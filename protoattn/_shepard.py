@@ -230,14 +230,33 @@ def distances_less_query_norms(ops, X, K, sq_scales=None):
     """``‖x - k‖² - ‖x‖² = ‖k‖² - 2 x·k`` for every pair, through one product; with a diagonal
     metric's squared scales ``s²``, ``‖s ∘ (x - k)‖² - ‖s ∘ x‖² = ‖s ∘ k‖² - 2 x·(s² ∘ k)``: the
     metric goes into the keys, so the queries are never rescaled."""
-    if sq_scales is None:
-        partial = ops.matmul(X, K.T * -2.0)
-        partial += ops.squared_norms(K)
-        return partial
-    metric_keys = K * sq_scales
-    partial = ops.matmul(X, metric_keys.T * -2.0)
-    partial += ops.matmul(metric_keys * K, ops.ones(K.shape[1], K))
+    keys_t, key_norms = _key_terms(ops, K, sq_scales)
+    partial = ops.matmul(X, keys_t)
+    partial += key_norms
     return partial
+
+
+def _key_terms(ops, K, sq_scales=None):
+    """What :func:`distances_less_query_norms` takes from the keys alone: ``-2 (s² ∘ K)ᵀ`` and
+    ``‖s ∘ k‖²`` (no metric: ``-2 Kᵀ`` and ``‖k‖²``)."""
+    if sq_scales is None:
+        return K.T * -2.0, ops.squared_norms(K)
+    metric_keys = K * sq_scales
+    return metric_keys.T * -2.0, ops.matmul(metric_keys * K, ops.ones(K.shape[1], K))
+
+
+def _hit(eps: float, q: float, info) -> float:
+    """The squared distance where ``d^p = eps`` (``q = p/2``), at most the largest float."""
+    return math.exp(min(math.log(eps) / q, math.log(info.max)))
+
+
+def _power_floor(q: float, info):
+    """Where ratios are floored before ``ratio^q``: rounding leaves them slightly below 0 at a hit
+    (the product's error grows with ‖x‖² + ‖k‖²), which an odd power would keep and a power through
+    logarithms cannot take; an even power needs nothing (None)."""
+    if not _whole(q):
+        return float(info.tiny)
+    return None if q % 2 == 0 else 0.0
 
 
 def ratios(X, K, power_: float, eps: float, *, sq_scales=None, grad: bool = False, x2=None):
@@ -258,17 +277,14 @@ def ratios(X, K, power_: float, eps: float, *, sq_scales=None, grad: bool = Fals
     if x2 is None:
         x2 = ops.squared_norms(X) if sq_scales is None else ops.matmul(X * X, sq_scales)
     x2 = x2[:, None]
-    hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # ‖x - k‖² where d^p = eps
     floor = ops.row_min(partial)
     floor += x2
-    floor = ops.clip_(floor, max(hit, float(info.tiny)))
+    floor = ops.clip_(floor, max(_hit(eps, q, info), float(info.tiny)))
     inverse = 1.0 / floor
     ratio = ops.scale_shift(partial, inverse, x2 * inverse)  # ‖x - k‖² / floor
-    # Rounding leaves ratio slightly below 0 at a hit (the product's error grows with ‖x‖² + ‖k‖²):
-    # an odd power keeps the sign and a power through logarithms needs ratio > 0, so both are floored
-    # (an even power needs nothing). With gradients, ratio is capped where ratio^q would overflow,
+    # Floored for the power (see _power_floor); with gradients, capped where ratio^q would overflow,
     # so that σ = z r stays finite.
-    low = (None if q % 2 == 0 else 0.0) if _whole(q) else float(info.tiny)
+    low = _power_floor(q, info)
     cap = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
     if low is not None or cap is not None:
         ratio = ops.clip_(ratio, low, cap)
@@ -314,22 +330,20 @@ class AtScale:
 
     def __init__(self, keys, sq_scales, power_: float, eps: float, scale: float, right):
         ops = ops_for(keys)
-        self.q = 0.5 * power_
-        scale = max(scale, eps ** (1.0 / self.q))
-        sq_scales = (1.0 / scale) * (ops.ones(keys.shape[1], keys) if sq_scales is None else sq_scales)
-        metric_keys = keys * sq_scales
-        self.sq_scales = sq_scales
-        self.keys_t = (metric_keys * -2.0).T  # ‖k‖² - 2 x·k as in distances_less_query_norms
-        self.key_norms = ops.matmul(metric_keys * keys, ops.ones(keys.shape[1], keys))
-        self.eps_term = math.exp(math.log(eps) - self.q * math.log(scale))  # eps / scale^q; may underflow
         info = ops.finfo(keys.dtype)
-        # As in ratios: an odd power keeps the sign of a rounded-negative distance, a logarithm needs > 0.
-        self.low = (None if self.q % 2 == 0 else 0.0) if _whole(self.q) else float(info.tiny)
+        self.q = 0.5 * power_
+        scale = max(scale, _hit(eps, self.q, info))
+        sq_scales = (1.0 / scale) * (ops.ones(keys.shape[1], keys) if sq_scales is None else sq_scales)
+        self.sq_scales = sq_scales
+        self.keys_t, self.key_norms = _key_terms(ops, keys, sq_scales)  # as distances_less_query_norms
+        self.eps_term = math.exp(math.log(eps) - self.q * math.log(scale))  # eps / scale^q; may underflow
+        self.low = _power_floor(self.q, info)
         self.right = ops.with_ones_column(right)
         # The bounds on the row sums S = Σ_i r_i (see untrusted).
         m, largest = len(keys), max(float(abs(self.right).max()), 1.0)
-        self.sum_bounds = m * m / (float(info.max) * float(info.eps)), min(
-            float(info.eps) / float(info.tiny), float(info.max) / (m * largest)
+        self.sum_bounds = (
+            m * m / (float(info.max) * float(info.eps)),
+            min(float(info.eps) / float(info.tiny), float(info.max) / (m * largest)),
         )
 
     def __call__(self, X):

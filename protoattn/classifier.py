@@ -639,7 +639,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     @property
     def prototype_labels_(self):
         """Class of each prototype's largest logit; always in sync with ``logits_``."""
-        return self.classes_[np.argmax(self.logits_, axis=1)]
+        return self._labels(self.logits_)
+
+    def _labels(self, logits):
+        return self.classes_[np.argmax(logits, axis=1)]
 
     def _model(self):
         """``prototypes_`` and ``logits_``, read together (see ``_PATCHING``)."""
@@ -778,7 +781,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         out.predicted[rows] = self.classes_[predicted]
         out.logit[rows] = contributions.sum(axis=1)
         out.prototype_indices[rows] = order
-        out.prototype_labels[rows] = self.classes_[np.argmax(logits, axis=1)][order]
+        out.prototype_labels[rows] = self._labels(logits)[order]
         out.weights[rows] = np.take_along_axis(weights, order, axis=1)
         out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
 
