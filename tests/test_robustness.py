@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from protoattn import ATTENTIONS, IDWAttentionClassifier
 from protoattn.attention import SOFTMAX_FREE
-from protoattn.classifier import DISTANCE_ATTENTIONS
+from protoattn.classifier import _CHUNK_ELEMENTS, DISTANCE_ATTENTIONS
 
 
 def _state(clf, X):
@@ -54,6 +54,36 @@ def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, meth
     with pytest.raises(error, match=message):
         getattr(fitted, method)(bad)
     _assert_same_state(before, fitted, X)
+
+
+@pytest.mark.parametrize("value, message", [(np.nan, "Input X contains NaN"), (-np.inf, "Input X contains infinity")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_bad_value_in_any_row_chunk_is_refused(fitted, value, message, dtype):
+    # Prediction checks X a chunk of rows at a time: a bad value in the last of several chunks.
+    rows = 2 * _CHUNK_ELEMENTS // len(fitted.prototypes_) + 1
+    X = np.random.default_rng(0).standard_normal((rows, 4)).astype(dtype)
+    X[-1, 2] = value
+    for method in PREDICTING:
+        with pytest.raises(ValueError, match=message):
+            getattr(fitted, method)(X)
+
+
+def test_finite_rows_whose_sum_overflows_are_accepted(fitted):
+    # float32 values whose sum is infinite are still finite: the chunk's quick check must not refuse them.
+    X = np.full((3, 4), np.finfo(np.float32).max / 2, dtype=np.float32)
+    with np.errstate(over="ignore"):
+        assert np.isinf(X.sum(dtype=np.float32))
+    assert fitted.predict(X).shape == (3,)
+
+
+def test_assume_finite_skips_the_check(fitted):
+    import sklearn
+
+    X = np.full((2, 4), np.nan)
+    with sklearn.config_context(assume_finite=True):
+        fitted.predict_proba(X)  # no error: the user vouched for X, as in scikit-learn
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        fitted.predict_proba(X)
 
 
 def test_reversed_fortran_and_read_only_arrays_work_like_a_copy(fitted, iris):
