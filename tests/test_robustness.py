@@ -230,15 +230,21 @@ def test_one_distance_scale_for_all_rows_gives_each_rows_own_weights(fitted, iri
         assert redone is not None and len(redone) == len(queries)  # nothing fits at that scale
 
 
-@pytest.mark.parametrize("factor", [1.0, 1e3, -1e3])
-def test_probabilities_stay_finite_with_huge_logits(fitted, iris, factor):
-    # Softmax skips the max-shift while every logit is within ±700, where float64's exp cannot overflow.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("factor", [1.0, 30.0, 1e3, -1e3])
+def test_probabilities_stay_finite_with_huge_logits(fitted, iris, factor, dtype):
+    # Softmax skips the max-shift while every logit is within half the log of the largest float (±44
+    # in float32, ±354 in float64), where exponentials cannot overflow; the factors cross both.
     X, _ = iris
     clf = copy.deepcopy(fitted)
     clf.logits_ = clf.logits_ * factor
+    X = X.astype(dtype)
     proba = clf.predict_proba(X)
     assert np.all(np.isfinite(proba))
-    np.testing.assert_allclose(proba, _softmax(clf.decision_function(X)), rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-12)
+    # float32 input computes in float32, exponentials too; float64 in float64.
+    rtol, atol = (1e-5, 1e-30) if dtype == np.float32 else (1e-9, 1e-300)
+    np.testing.assert_allclose(proba, _softmax(clf.decision_function(X)), rtol=rtol, atol=atol)
 
 
 def _problem(seed, n_classes, n_features, per_class, constant, twice, scale, dtype, **params):
