@@ -27,10 +27,16 @@ from .attention import ATTENTIONS, SOFTMAX_FREE
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 
-# Rows per chunk in prediction: each (rows, m) buffer holds about 512k numbers (2-4 MB): large enough
-# that per-chunk overheads vanish (2**19 was 10 % faster than 2**18 and as fast as 2**20 in
-# benchmarks/speed.py), small enough that the memory beyond the output is bounded whatever the rows.
-_CHUNK_ELEMENTS = 2**19
+# Rows per chunk in prediction: each (rows, m) buffer holds about 2 MB (2**19 float32 or 2**18 float64
+# numbers): large enough that per-chunk overheads vanish, small enough that the passes over it find it
+# in the cache (in benchmarks/speed.py 2 MB was 2-10 % faster than 1 MB and 4 MB in both dtypes), and
+# the memory beyond the output is bounded whatever the rows.
+_CHUNK_BYTES = 2**21
+
+
+def _chunk_rows(m, dtype):
+    """Rows per prediction chunk for m prototypes computing in ``dtype``."""
+    return max(1, _CHUNK_BYTES // (m * np.dtype(dtype).itemsize))
 
 # add_prototype and remove_prototypes replace prototypes_, logits_ and patched_prototypes_ together,
 # holding this lock; predictions read prototypes_ and logits_ under it (see _model), so one that
@@ -205,8 +211,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     -----
     With ``attention="idw"`` the network computes the softmax of the scores in closed form (Shepard's
     normalised weights, :func:`protoattn.attention.idw_weights`) with a hand-written backward pass.
-    Prediction runs under ``torch.inference_mode`` in row chunks of about 2**19 numbers written into
-    one preallocated result: memory beyond X and the result stays a few MB whatever the number of rows.
+    Prediction runs under ``torch.inference_mode`` in row chunks of about 2 MB written into one
+    preallocated result: memory beyond X and the result stays a few MB whatever the number of rows.
     It computes in X's dtype: float32 input is about twice as fast,
     float64 input gives results that do not depend on how the rows are chunked.
     ``benchmarks/speed.py`` and ``benchmarks/accuracy.py`` compare speed and accuracy with
@@ -687,11 +693,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         device = _compute.resolve_device(self.device, fitting=False)
         network = self._network(dtype, prototypes, logits).to(device)
-        if network.shepard and len(X) * len(network.keys) >= _CHUNK_ELEMENTS:
+        rows = _chunk_rows(len(network.keys), X.dtype)
+        if network.shepard and len(X) >= rows:
             # One scale for all rows: three passes fewer a chunk, for a setup that costs about as
             # much as a chunk saves (see PrototypeAttention.distance_scale).
             network.distance_scale = network.typical_distance()
-        rows = max(1, _CHUNK_ELEMENTS // len(network.keys))
         check = not get_config()["assume_finite"]
         out = None
         with torch.inference_mode():
@@ -781,7 +787,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
         # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
         # key), so it has a quarter of prediction's rows.
-        rows = max(1, _CHUNK_ELEMENTS // (4 * len(prototypes)))
+        rows = max(1, _chunk_rows(len(prototypes), X.dtype) // 4)
         for start in range(0, n, rows):
             self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows), prototypes, logits)
         return explanation

@@ -309,7 +309,8 @@ def test_predictions_do_not_depend_on_the_chunk_size(fitted, iris, monkeypatch):
     X, _ = iris
     methods = ["predict", "predict_proba", "predict_log_proba", "decision_function", "attention_weights"]
     whole = {name: getattr(fitted, name)(X) for name in methods}
-    monkeypatch.setattr("protoattn.classifier._CHUNK_ELEMENTS", 7 * len(fitted.prototypes_))  # 7 rows a chunk
+    # 7 rows a chunk (iris is float64)
+    monkeypatch.setattr("protoattn.classifier._CHUNK_BYTES", 7 * len(fitted.prototypes_) * X.itemsize)
     for name in methods:
         np.testing.assert_allclose(getattr(fitted, name)(X), whole[name], rtol=1e-12, atol=1e-15)
 

@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from protoattn import ATTENTIONS, IDWAttentionClassifier
 from protoattn.attention import SOFTMAX_FREE
-from protoattn.classifier import _CHUNK_ELEMENTS, DISTANCE_ATTENTIONS
+from protoattn.classifier import DISTANCE_ATTENTIONS, _chunk_rows
 
 
 def _state(clf, X):
@@ -60,7 +60,7 @@ def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, meth
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_bad_value_in_any_row_chunk_is_refused(fitted, value, message, dtype):
     # Prediction checks X a chunk of rows at a time: a bad value in the last of several chunks.
-    rows = 2 * _CHUNK_ELEMENTS // len(fitted.prototypes_) + 1
+    rows = 2 * _chunk_rows(len(fitted.prototypes_), dtype) + 1
     X = np.random.default_rng(0).standard_normal((rows, 4)).astype(dtype)
     X[-1, 2] = value
     for method in PREDICTING:
