@@ -1,10 +1,10 @@
 """Time and memory of IDWAttentionClassifier against MLPClassifier on one synthetic problem.
 
 50 000 training rows × 100 features, 10 classes; 100 prototypes against 100 hidden units, batch 256,
-5 epochs for both. Then predict_proba on 200 000 rows (float32 and float64 input: both estimators
-compute in the input's dtype), compared with a matmul of the same size as the distance computation
-(torch's and numpy's, whose BLAS libraries differ), and the peak extra memory of predict_proba on
-1 000 000 rows (in a fresh process each).
+5 epochs for both. Then predict on 200 000 float32 rows and predict_proba on them as float32 and as
+float64 (both estimators compute in the input's dtype), predict compared with a matmul of the same
+size as the distance computation (torch's and numpy's, whose BLAS libraries differ), and the peak
+extra memory of predict_proba on 1 000 000 rows (in a fresh process each).
 Prints markdown tables; run from the repository root: ``python benchmarks/speed.py``.
 """
 
@@ -106,20 +106,27 @@ def main(argv=None):
 
     X, y, X_new = problem()
     X_new64 = X_new.astype(np.float64)
-    # Times of each round, interleaved so that a busy moment hits both estimators alike.
-    fit, proba32, proba64 = ({name: [] for name in models()} for _ in range(3))
+    # Times of each round, interleaved so that a busy moment hits both estimators alike; the order of
+    # the two alternates between rounds, so that neither always runs after the other.
+    fit, predict32, proba32, proba64 = ({name: [] for name in models()} for _ in range(4))
     accuracy, memory, fitted = {}, {}, {}
+
+    def in_turn(items, round_):
+        items = list(items)
+        return items if round_ % 2 == 0 else items[::-1]
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for _ in range(args.repeats):
-            for name, model in models().items():
+        for round_ in range(args.repeats):
+            for name, model in in_turn(models().items(), round_):
                 fit[name].append(best_time(lambda m=model: m.fit(X, y), 1))
                 fitted[name] = model
     for name, model in fitted.items():
         accuracy[name] = model.score(X, y)
         model.predict_proba(X_new[:1000])
-    for _ in range(args.repeats):
-        for name, model in fitted.items():
+    for round_ in range(args.repeats):
+        for name, model in in_turn(fitted.items(), round_):
+            predict32[name].append(best_time(lambda m=model: m.predict(X_new), 1))
             proba32[name].append(best_time(lambda m=model: m.predict_proba(X_new), 1))
             proba64[name].append(best_time(lambda m=model: m.predict_proba(X_new64), 1))
     for name in fitted:
@@ -154,6 +161,7 @@ def main(argv=None):
         f"| training accuracy after {EPOCHS} epochs | {accuracy[mlp]:.3f} | {accuracy[ours]:.3f} | "
         f"**{accuracy[ours] / accuracy[mlp]:.2f}** | |"
     )
+    timed_row(f"predict, {N_PREDICT:,} rows, float32 (ms)", predict32, 1e3, 1)
     for label, times in [("float32", proba32), ("float64", proba64)]:
         timed_row(f"predict_proba, {N_PREDICT:,} rows, {label} (ms)", times, 1e3, 1)
     print(
@@ -164,8 +172,9 @@ def main(argv=None):
         f"\nThe distance GEMM alone ({N_PREDICT:,} × {N_FEATURES} by {N_FEATURES} × {WIDTH}, float32, "
         f"{gflop:.1f} GFLOP) takes {1e3 * gemm_torch:.1f} ms with torch's matmul ({gflop / gemm_torch:.0f} GFLOP/s) "
         f"and {1e3 * gemm_numpy:.1f} ms with numpy's ({gflop / gemm_numpy:.0f} GFLOP/s) here. "
-        f"{ours}.predict_proba (float32) achieves {gflop / min(proba32[ours]):.0f} GFLOP/s on it: "
-        f"**{min(proba32[ours]) / gemm:.2f} ×** the time of the faster GEMM."
+        f"{ours}.predict (float32) achieves {gflop / min(predict32[ours]):.0f} GFLOP/s on it: "
+        f"**{min(predict32[ours]) / gemm:.2f} ×** the time of the faster GEMM "
+        f"(predict_proba: {gflop / min(proba32[ours]):.0f} GFLOP/s, {min(proba32[ours]) / gemm:.2f} ×)."
     )
 
 

@@ -44,6 +44,11 @@ class NumpyOps:
         return a.min(), a.max()
 
     @staticmethod
+    def number(value, like):
+        """``value`` as what :meth:`product_plus_` adds fastest: here the number itself."""
+        return value
+
+    @staticmethod
     def with_ones_column(a):
         return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype)], 1)
 
@@ -84,7 +89,7 @@ class NumpyOps:
 
     @staticmethod
     def product_plus_(a, b, plus=None):
-        """``a * b (+ plus)`` for a number ``plus``, into ``a``."""
+        """``a * b (+ plus)`` for a number ``plus`` (or one from :meth:`number`), into ``a``."""
         a *= b
         if plus is not None:
             a += plus
@@ -134,6 +139,11 @@ class TorchOps:
         return a.aminmax()  # one pass: twice as fast as two on a chunk's row sums
 
     @staticmethod
+    def number(value, like):
+        # A 0-d tensor, made once: making one costs as much as a pass over a few thousand numbers.
+        return torch.tensor(value, dtype=like.dtype, device=like.device)
+
+    @staticmethod
     def with_ones_column(a):
         return torch.cat([a, torch.ones((len(a), 1), dtype=a.dtype, device=a.device)], 1)
 
@@ -175,7 +185,9 @@ class TorchOps:
         if plus is None:
             return a.mul_(b)
         # One pass, a third faster than two with a number; but see scale_shift.
-        return torch.addcmul(torch.tensor(plus, dtype=a.dtype, device=a.device), a, b, out=a)
+        if not isinstance(plus, torch.Tensor):
+            plus = TorchOps.number(plus, a)
+        return torch.addcmul(plus, a, b, out=a)
 
     @staticmethod
     def log_softmax(a):
@@ -344,7 +356,8 @@ class AtScale:
         sq_scales = (1.0 / scale) * (ops.ones(keys.shape[1], keys) if sq_scales is None else sq_scales)
         self.sq_scales = sq_scales
         self.keys_t, self.key_norms = _key_terms(ops, keys, sq_scales)  # as distances_less_query_norms
-        self.eps_term = math.exp(math.log(eps) - self.q * math.log(scale))  # eps / scale^q; may underflow
+        # eps / scale^q (may underflow)
+        self.eps_term = ops.number(math.exp(math.log(eps) - self.q * math.log(scale)), keys)
         self.low = _power_floor(self.q, info)
         self.right = ops.with_ones_column(right)
         # The bounds on the row sums S = Σ_i r_i (see untrusted).

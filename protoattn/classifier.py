@@ -705,7 +705,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 # torch refuses to wrap read-only memory (pandas, memmaps): copy such chunks.
                 rows_X = np.require(X[start : start + rows], requirements="W")
                 chunk = torch.from_numpy(rows_X)
-                if check and not torch.isfinite(chunk.sum()):  # else sklearn's message (or a sum that overflowed)
+                if check and not math.isfinite(chunk.sum()):  # else sklearn's message (or a sum that overflowed)
                     assert_all_finite(rows_X, estimator_name=type(self).__name__, input_name="X")
                 part = compute(network, chunk.to(device))
                 part = part.cpu().numpy() if isinstance(part, torch.Tensor) else part
