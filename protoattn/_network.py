@@ -144,7 +144,7 @@ class PrototypeAttention(nn.Module):
         if rows is not None:
             r_rows = self._own_scale_ratios(X[rows])
             r[rows] = r_rows
-            product[rows] = matmul(r_rows, at_scale.right)
+            product[rows] = at_scale.product(r_rows)
         return r, product
 
     def _sq_scales(self) -> Tensor | None:

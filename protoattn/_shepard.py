@@ -49,8 +49,9 @@ class NumpyOps:
         return value
 
     @staticmethod
-    def with_ones_column(a):
-        return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype)], 1)
+    def with_ones_column(a, zeros=0):
+        """``[a, 1]``, then ``zeros`` columns of zeros."""
+        return np.concatenate([a, np.ones((len(a), 1), dtype=a.dtype), np.zeros((len(a), zeros), dtype=a.dtype)], 1)
 
     @staticmethod
     def take_rows(a, rows):
@@ -144,8 +145,9 @@ class TorchOps:
         return torch.tensor(value, dtype=like.dtype, device=like.device)
 
     @staticmethod
-    def with_ones_column(a):
-        return torch.cat([a, torch.ones((len(a), 1), dtype=a.dtype, device=a.device)], 1)
+    def with_ones_column(a, zeros=0):
+        ones = torch.ones((len(a), 1), dtype=a.dtype, device=a.device)
+        return torch.cat([a, ones, torch.zeros((len(a), zeros), dtype=a.dtype, device=a.device)], 1)
 
     @staticmethod
     def take_rows(a, rows):
@@ -359,7 +361,11 @@ class AtScale:
         # eps / scale^q (may underflow)
         self.eps_term = ops.number(math.exp(math.log(eps) - self.q * math.log(scale)), keys)
         self.low = _power_floor(self.q, info)
-        self.right = ops.with_ones_column(right)
+        # [right, 1], and a column of zeros when that makes a multiple of 4 columns: OpenBLAS's
+        # kernels multiply by 12 columns faster than by 11 (19 % in float64, 8 % in float32 on a
+        # chunk; likewise 3 and 7, while other widths padded to 4's multiples were sometimes slower).
+        self.width = right.shape[1] + 1
+        self.right = ops.with_ones_column(right, zeros=1 if self.width % 4 == 3 else 0)
         # The bounds on the row sums S = Σ_i r_i (see untrusted).
         m, largest = len(keys), max(float(abs(self.right).max()), 1.0)
         self.sum_bounds = (
@@ -379,7 +385,11 @@ class AtScale:
         if self.low is not None:
             ratio = ops.clip_(ratio, self.low)
         r = ops.reciprocal_(raise_(ops, ratio, self.q, plus=self.eps_term))
-        return r, ops.matmul(r, self.right)
+        return r, self.product(r)
+
+    def product(self, r):
+        """``r @ [right, 1]``, shape (n, c + 1)."""
+        return ops_for(r).matmul(r, self.right)[:, : self.width]
 
     def untrusted(self, product):
         """The rows of a product from :meth:`__call__` that may not hold Shepard's weights to
