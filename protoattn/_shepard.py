@@ -99,12 +99,23 @@ class NumpyOps:
         return a
 
     @staticmethod
-    def log_softmax(a):
-        # Not scipy.special.log_softmax: its handling of infinite rows costs 20 µs more on a 256-row
-        # batch, 3% of a training step.
-        shifted = a - a.max(1, keepdims=True)
-        shifted -= np.log(np.exp(shifted).sum(1, keepdims=True))
-        return shifted
+    def softmax_and_log_at(a, y):
+        """``softmax(a)`` over each row, and ``log softmax(a)[i, y[i]]`` for every row i.
+
+        Each row's maximum is subtracted only when some entry is beyond half the log of the largest
+        float, where no exponential can overflow and no row's largest underflow (logits are
+        averages of value rows: nearly always within); the row sums are a product with ones. Three
+        times faster than a log-softmax with both on a 256-row batch of ten classes, where numpy's
+        reductions over rows of ten numbers are slow. (Not scipy.special.log_softmax either: its
+        handling of infinite rows costs 20 µs more.)"""
+        limit = 0.5 * math.log(np.finfo(a.dtype).max)
+        if not (-limit <= a.min() and a.max() <= limit):  # also when NaN, which then propagates
+            a = a - a.max(1, keepdims=True)
+        e = np.exp(a)
+        sums = e @ np.ones(a.shape[1], dtype=a.dtype)
+        log_at = NumpyOps.pick(a, y) - np.log(sums)
+        e *= (1.0 / sums)[:, None]
+        return e, log_at
 
     @staticmethod
     def add_at_labels_(a, y, value):
@@ -194,8 +205,9 @@ class TorchOps:
         return torch.addcmul(plus, a, b, out=a)
 
     @staticmethod
-    def log_softmax(a):
-        return torch.log_softmax(a, dim=1)
+    def softmax_and_log_at(a, y):
+        log_p = torch.log_softmax(a, dim=1)
+        return log_p.exp(), TorchOps.pick(log_p, y)
 
     @staticmethod
     def add_at_labels_(a, y, value):
@@ -439,13 +451,14 @@ def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power_
     sums = ops.matmul(r, ops.with_ones_column(values))
     inverse_sums = 1.0 / sums[:, -1:]
     logits = sums[:, :-1] * inverse_sums
-    log_p = ops.log_softmax(logits)
-    weighted = -(ops.pick(log_p, y) @ w)
+    p, log_p_at_labels = ops.softmax_and_log_at(logits, y)
+    weighted = -(log_p_at_labels @ w)
     # d/dlogits of the mean of w·CE: (softmax - one-hot) w / n; here also divided by Σ r.
-    grad_logits = ops.add_at_labels_(ops.exp_(log_p), y, -1.0)
+    grad_logits = ops.add_at_labels_(p, y, -1.0)
     grad_logits *= (w * (1.0 / n))[:, None]
-    # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes.
-    mean = (grad_logits * logits).sum(1, keepdims=True)
+    # Σ_j a_j (dL/da_j) = Σ_c (dL/dlogit_c) logit_c: over the classes instead of the prototypes
+    # (row sums as a product: see softmax_and_log_at).
+    mean = ops.matmul(grad_logits * logits, ops.ones(logits.shape[1], logits))[:, None]
     mean *= inverse_sums
     grad_logits *= inverse_sums
     grad_values = ops.matmul(r.T, grad_logits)
