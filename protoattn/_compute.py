@@ -39,13 +39,18 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     (measured in ``benchmarks/speed.py``). The numpy arrays share the tensors' memory: nothing is copied.
     """
     if (
-        a.device.type != "cpu"
-        or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        not a.is_cpu
+        or ((a.requires_grad or b.requires_grad) and torch.is_grad_enabled())
         or torch.compiler.is_compiling()  # traced, as by the ONNX export: the graph needs torch's
     ):
         return a @ b
     with np.errstate(all="ignore"):  # like torch's: NaN and infinity propagate without a warning
-        return torch.from_numpy(np.matmul(a.detach().numpy(), b.detach().numpy()))
+        return torch.from_numpy(np.matmul(_numpy(a), _numpy(b)))
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    # A parameter outside autograd needs detaching first; other tensors need not (a few µs a call).
+    return (t.detach() if t.requires_grad else t).numpy()
 
 
 def limit_threads(method=None, *, blas=False):
