@@ -102,13 +102,12 @@ class NumpyOps:
     def softmax_and_log_at(a, y):
         """``softmax(a)`` over each row, and ``log softmax(a)[i, y[i]]`` for every row i.
 
-        Each row's maximum is subtracted only when some entry is beyond half the log of the largest
-        float, where no exponential can overflow and no row's largest underflow (logits are
-        averages of value rows: nearly always within); the row sums are a product with ones. Three
-        times faster than a log-softmax with both on a 256-row batch of ten classes, where numpy's
-        reductions over rows of ten numbers are slow. (Not scipy.special.log_softmax either: its
-        handling of infinite rows costs 20 µs more.)"""
-        limit = 0.5 * math.log(np.finfo(a.dtype).max)
+        Each row's maximum is subtracted only when some entry is outside :func:`unshifted_softmax_limit`
+        (logits are averages of value rows: nearly always within); the row sums are a product with
+        ones. Three times faster than a log-softmax with both on a 256-row batch of ten classes,
+        where numpy's reductions over rows of ten numbers are slow. (Not scipy.special.log_softmax
+        either: its handling of infinite rows costs 20 µs more.)"""
+        limit = unshifted_softmax_limit(np.finfo(a.dtype))
         if not (-limit <= a.min() and a.max() <= limit):  # also when NaN, which then propagates
             a = a - a.max(1, keepdims=True)
         e = np.exp(a)
@@ -216,6 +215,13 @@ class TorchOps:
     @staticmethod
     def pick(a, y):
         return a.gather(1, y[:, None]).view(-1)
+
+
+def unshifted_softmax_limit(info) -> float:
+    """How far from 0 all logits may lie for a softmax to skip subtracting each row's maximum: half
+    the log of the largest float (±44 in float32, ±354 in float64), where no exponential can overflow
+    (nor their sum over fewer than 10^19 classes) and no row's largest can underflow."""
+    return 0.5 * math.log(info.max)
 
 
 def ops_for(a):

@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
-from . import _compute, _persistence, _training
+from . import _compute, _persistence, _shepard, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -993,11 +993,10 @@ def _softmax(logits):
     (float32 logits are no more precise than float32's exponential, which takes a fifth of
     float64's time), normalised in float64 so that rows sum to 1 to float64's rounding. torch.softmax
     over rows of a few classes runs at half the speed of these passes (``benchmarks/speed.py``).
-    Each row's maximum is subtracted only when some logit is beyond half the log of the largest
-    float (±44 in float32, ±354 in float64), where exponentials can neither overflow nor, for a
-    row's largest logit, underflow: logits are averages of rows of ``logits_``, so the check on the
-    whole chunk nearly always passes."""
-    limit = 0.5 * math.log(torch.finfo(logits.dtype).max)
+    Each row's maximum is subtracted only when some logit is outside
+    :func:`protoattn._shepard.unshifted_softmax_limit`: logits are averages of rows of ``logits_``,
+    so the check on the whole chunk nearly always passes."""
+    limit = _shepard.unshifted_softmax_limit(torch.finfo(logits.dtype))
     low, high = logits.aminmax()
     if not (-limit <= float(low) and float(high) <= limit):
         logits -= logits.amax(1, keepdim=True)
