@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
-from protoattn import ATTENTIONS, IDWAttentionClassifier
+from protoattn import ATTENTIONS, IDWAttentionClassifier, _shepard
 from protoattn.attention import SOFTMAX_FREE
 from protoattn.classifier import DISTANCE_ATTENTIONS, _chunk_rows
 
@@ -228,6 +228,51 @@ def test_one_distance_scale_for_all_rows_gives_each_rows_own_weights(fitted, iri
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=rtol, atol=atol)
     if scale == 1e300 or (scale == 1e30 and dtype == torch.float32):
         assert redone is not None and len(redone) == len(queries)  # nothing fits at that scale
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("power", [2.0, 4.0, 6.0, 14.0, 20.0, 128.0])
+@pytest.mark.parametrize("metric", [True, False])
+def test_compiled_pass_gives_the_weights_of_torchs_passes(fitted, iris, dtype, power, metric, monkeypatch):
+    # At one scale on the CPU, what follows the distance product runs as one compiled pass
+    # (protoattn._fused) for a whole p/2, torch's passes otherwise: the two must agree, on hits
+    # (where odd p/2 floors the distances at 0), far rows, and rows no scale fits.
+    X, _ = iris
+    queries = torch.as_tensor(np.vstack([X, fitted.prototypes_, 1e3 * X[:5], 1e-6 * X[:5]]), dtype=dtype)
+    network = fitted._network(dtype)
+    sq_scales = network._sq_scales() if metric else None
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(_shepard, "_fused_weights", lambda: None)
+        with torch.inference_mode():
+            scale = network.typical_distance()
+            at_scale = _shepard.AtScale(network.keys, sq_scales, power, network.eps, scale, network.values)
+            assert (at_scale.fused is not None) == fused
+            r, product = at_scale(queries)
+            sums = product[:, -1:]
+            weights_and_logits = (r / sums).numpy(), (product[:, :-1] / sums).numpy()
+            results.append((weights_and_logits, at_scale.untrusted(product)))
+    (ours, redone), (torchs, redone_torch) = results
+    # The compiled pass sums ‖s ∘ x‖² in another order than the BLAS: float32 rounds it differently,
+    # which shows at hits, where the distance is a difference of nearly equal numbers.
+    rtol, atol = (1e-4, 1e-6) if dtype == torch.float32 else (1e-11, 1e-14)
+    for a, b in zip(ours, torchs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    assert (redone is None) == (redone_torch is None)
+    if redone is not None:
+        np.testing.assert_array_equal(redone.numpy(), redone_torch.numpy())
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_predictions_of_big_inputs_match_small_ones(fitted, iris, order):
+    # Inputs of more than one chunk go through the one-scale path and its compiled pass; each row
+    # must get what it gets alone, whatever the memory order of X.
+    X, _ = iris
+    big = np.asarray(np.tile(X, (600, 1)), order=order)
+    assert len(big) > 2 * _chunk_rows(len(fitted.prototypes_), big.dtype)
+    np.testing.assert_allclose(fitted.predict_proba(big)[: len(X)], fitted.predict_proba(X), rtol=1e-10)
+    np.testing.assert_array_equal(fitted.predict(big.astype(np.float32)), np.tile(fitted.predict(X), 600))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
