@@ -1,7 +1,9 @@
 """Peak extra memory of prediction: 1 000 000 x 100 rows, 100 prototypes, 10 classes.
 
 Each call is measured in a fresh Python process that loads a saved model, builds X, warms up on
-ten rows, reads its resident set size (RSS), makes the call once, and reads the peak RSS from
+20 000 rows (enough to load the compiled pass of ``protoattn/_fused.py``: numba and its compiler
+take about 50-100 MB once per process, which ``benchmarks/speed.py`` reports apart), reads its
+resident set size (RSS), makes the call once, and reads the peak RSS from
 ``resource.getrusage`` (which, unlike tracemalloc, sees torch's allocations). "Extra" is that peak
 minus the RSS just before the call: the memory the call needs on top of X and the model. If an
 earlier moment of the process (imports, building X) peaked higher, the number is an upper bound.
@@ -49,7 +51,7 @@ def measure(model, call, rows, dtype):
 
     clf = IDWAttentionClassifier.load(model)
     X = np.random.default_rng(0).standard_normal((rows, N_FEATURES), dtype=np.dtype(dtype))
-    CALLS[call](clf, X[:10])
+    CALLS[call](clf, X[:20_000])
     before = _rss_bytes()
     out = CALLS[call](clf, X)
     output = out.nbytes if isinstance(out, np.ndarray) else sum(v.nbytes for v in vars(out).values())
