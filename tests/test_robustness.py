@@ -3,6 +3,7 @@
 import copy
 import warnings
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
-from protoattn import ATTENTIONS, IDWAttentionClassifier, _shepard
+from protoattn import ATTENTIONS, IDWAttentionClassifier, _fused, _shepard
 from protoattn.attention import SOFTMAX_FREE
 from protoattn.classifier import DISTANCE_ATTENTIONS, _chunk_rows
 
@@ -262,6 +263,16 @@ def test_compiled_pass_gives_the_weights_of_torchs_passes(fitted, iris, dtype, p
     assert (redone is None) == (redone_torch is None)
     if redone is not None:
         np.testing.assert_array_equal(redone.numpy(), redone_torch.numpy())
+
+
+def test_compiled_pass_compiles_where_numba_cannot_cache():
+    # numba refuses to cache a function it finds no writable place for (a read-only installation
+    # and home directory; here, a function with no file): prediction must then compile per process.
+    namespace = {}
+    exec("def add_one(a):\n    return a + 1.0\n", namespace)
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(namespace["add_one"])
+    assert _fused._jit(nogil=True)(namespace["add_one"])(np.ones(3)).tolist() == [2.0, 2.0, 2.0]
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
