@@ -8,8 +8,9 @@ Why numpy for the step: a training step is about 70 operations on a batch-by-pro
 on chunks of thousands of rows, where dispatch no longer shows and torch's row minima and broadcasts
 are twice as fast as numpy's; at one scale on the CPU, one compiled loop replaces the passes after
 the distance product (:mod:`protoattn._fused`). The arrays share the tensors' memory: nothing is
-copied. What the two libraries spell differently is in :class:`NumpyOps` and :class:`TorchOps`; everything else is
-written with Python's operators, which both libraries run in place for ``*=``, ``+=`` and the like.
+copied. What the two libraries spell differently is in :class:`NumpyOps` and :class:`TorchOps`;
+everything else is written with Python's operators, which both libraries run in place for ``*=``,
+``+=`` and the like.
 """
 
 from __future__ import annotations
