@@ -6,7 +6,6 @@ import datetime
 import os
 import platform
 
-import numba
 import sklearn
 import torch
 
@@ -22,7 +21,7 @@ def describe() -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return (
         f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, numba {numba.__version__}, "
+        f"({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}, "
         f"load average {load} "
         "(1, 5, 15 min) at the start"
     )

@@ -1,9 +1,7 @@
 """Peak extra memory of prediction: 1 000 000 x 100 rows, 100 prototypes, 10 classes.
 
 Each call is measured in a fresh Python process that loads a saved model, builds X, warms up on
-20 000 rows (enough to load the compiled pass of ``protoattn/_fused.py``: numba and its compiler
-take about 50-100 MB once per process, which ``benchmarks/speed.py`` reports apart), reads its
-resident set size (RSS), makes the call once, and reads the peak RSS from
+20 000 rows, reads its resident set size (RSS), makes the call once, and reads the peak RSS from
 ``resource.getrusage`` (which, unlike tracemalloc, sees torch's allocations). "Extra" is that peak
 minus the RSS just before the call: the memory the call needs on top of X and the model. If an
 earlier moment of the process (imports, building X) peaked higher, the number is an upper bound.

@@ -61,8 +61,7 @@ def best_time(function, repeats):
 
 def peak_memory_child(name):
     """In a fresh process: fit on a small sample, then the peak resident memory added by predict_proba
-    at its first call on many rows (which loads the compiled pass, see protoattn/_fused.py) and at
-    its second."""
+    at its first call on many rows and at its second."""
     X, y, _ = problem()
     model = models()[name]
     with warnings.catch_warnings():
@@ -134,7 +133,7 @@ def main(argv=None):
                 fitted[name] = model
     for name, model in fitted.items():
         accuracy[name] = model.score(X, y)
-        model.predict_proba(X_new)  # the first call on many rows loads (or compiles) the compiled pass
+        model.predict_proba(X_new)  # warm-up: the first call in a process allocates its buffers
         model.predict_proba(X_new64)
     # The distance GEMM of the same size, timed in the same rounds: the bound prediction is held to.
     A = torch.from_numpy(X_new)

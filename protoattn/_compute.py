@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import threading
 
-import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
-from torch import Tensor
 
 _state = threading.local()
 _controller = None
@@ -31,48 +29,15 @@ def resolve_device(device: str, *, fitting: bool) -> torch.device:
     return torch.device("cuda")
 
 
-def matmul(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b``; on the CPU, when neither autograd nor a tracer records it, through numpy's BLAS.
-
-    torch's CPU wheels multiply with MKL, which on AMD processors runs the products here (many rows
-    by ~100 prototypes, or by ~10 classes) 2.5-10 times slower than the OpenBLAS that numpy ships
-    (measured in ``benchmarks/speed.py``). The numpy arrays share the tensors' memory: nothing is copied.
-    """
-    if (
-        not a.is_cpu
-        or ((a.requires_grad or b.requires_grad) and torch.is_grad_enabled())
-        or torch.compiler.is_compiling()  # traced, as by the ONNX export: the graph needs torch's
-    ):
-        return a @ b
-    with np.errstate(all="ignore"):  # like torch's: NaN and infinity propagate without a warning
-        return torch.from_numpy(np.matmul(_numpy(a), _numpy(b)))
-
-
-def _numpy(t: Tensor) -> np.ndarray:
-    # A parameter outside autograd needs detaching first; other tensors need not (a few µs a call).
-    return (t.detach() if t.requires_grad else t).numpy()
-
-
 def limit_threads(method=None, *, blas=False):
-    """Run ``method`` with torch computing on one thread in the calling thread; with ``blas=True``
-    (training) numpy's BLAS too.
+    """Run ``method`` with torch on one thread in the calling thread; with ``blas=True`` (training)
+    numpy's BLAS too, through threadpoolctl.
 
-    The work here is many small operations (a training step is a batch of rows against the
-    prototypes; prediction goes through cache-sized row chunks), and the products go through
-    numpy's BLAS (see :func:`matmul`), which runs its own threads. A second torch thread inside
-    each small operation saves little, and torch's OpenMP threads spinning for the cores the BLAS's
-    threads want made a fit 40-50 times slower on a 2-core machine (``benchmarks/speed.py``). So a
-    call sets torch's count to 1 in its own thread (torch's count is per thread) and restores it on
-    return. Calls running at once from several threads (joblib's threading backend, a Dask worker's
-    threads) thus never oversubscribe the cores with torch threads. Nested calls keep the outer
-    call's setting.
-
-    The BLAS keeps the threads it is given (``OPENBLAS_NUM_THREADS``, threadpoolctl, joblib's limits
-    in its workers), except in training: a step's products (a batch by the prototypes) are too small
-    to share, and the BLAS's idle threads spinning beside the step made it a third slower; so
-    ``blas=True`` limits it to one thread through threadpoolctl for the call. (numpy's OpenBLAS takes
-    that limit only from the main thread; elsewhere training keeps the BLAS's threads.) Prediction
-    leaves it alone, so that predictions do not depend on the thread they are made from.
+    The work is many small operations (a training step is a batch against the prototypes, prediction
+    goes through row chunks): a second thread saves little, and torch's OpenMP threads spinning
+    beside the BLAS's made fits many times slower on 2 cores (``benchmarks/RESULTS.md``). torch's
+    count is per thread, so calls from several threads (joblib, Dask) never oversubscribe the
+    cores; nested calls keep the outer call's setting, and the counts are restored on return.
     """
     if method is None:
         return functools.partial(limit_threads, blas=blas)

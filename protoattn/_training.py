@@ -12,9 +12,10 @@ from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import pairwise_distances_argmin
 from sklearn.model_selection import train_test_split
+from torch import nn
 
+from . import _fast
 from ._network import PrototypeAttention
-from ._shepard import ops_for
 
 #: Initial value rows are one-hot class indicators times this logit scale.
 VALUE_SCALE = 3.0
@@ -168,83 +169,62 @@ class TrainingResult:
     optimizer_state: dict = field(default_factory=dict)
 
 
-class CosineAdam:
-    """Adam (Kingma and Ba, 2015) with a cosine learning-rate decay to 0 over ``total_steps``
-    (Loshchilov and Hutter, "SGDR", 2017): the update of ``torch.optim.Adam`` under
-    ``CosineAnnealingLR``, one learning rate per parameter; ``anneal=False`` keeps the rates constant.
+class AutogradStep:
+    """One optimisation step of any network through autograd: weighted cross-entropy, then
+    ``torch.optim.Adam`` with one learning rate per parameter under a cosine decay to 0 over
+    ``total_steps`` (``anneal=False``: constant rates). Called with a batch ``(X, y, w)``, returns its
+    weighted loss; :meth:`state` has the layout of :meth:`protoattn._fast.TrainingStep.state`."""
 
-    Written out because ``torch.optim`` imports ``torch._dynamo`` when the first optimiser is built
-    (seconds, once per process: longer than most fits) and spends ~0.1 ms of Python per step, about
-    a fifth of a whole training step here. The moments of all parameters are one flat vector (a
-    handful of operations per step, not per parameter); on the CPU the step runs on numpy views of
-    the tensors, at a third of torch's cost per operation (see :mod:`protoattn._shepard`).
-    """
-
-    def __init__(self, params, learning_rates, total_steps, betas=(0.9, 0.999), eps=1e-8, anneal=True):
-        self.params, self.total_steps = params, max(total_steps, 1)
-        self.betas, self.eps, self.steps, self.anneal = betas, eps, 0, anneal
-        self._sizes = [p.numel() for p in params]
-        self._rates = torch.cat(
-            [
-                torch.full((p.numel(),), rate, dtype=p.dtype, device=p.device)
-                for p, rate in zip(params, learning_rates, strict=True)
-            ]
+    def __init__(self, network, learning_rates, total_steps, anneal=True):
+        self.network = network
+        self.names = [name for name, _ in network.named_parameters()]
+        groups = [
+            {"params": [p], "lr": rate} for (_, p), rate in zip(network.named_parameters(), learning_rates, strict=True)
+        ]
+        self.optimizer = torch.optim.Adam(groups)
+        total = max(total_steps, 1)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total)) if anneal else 1.0
         )
-        self._mean, self._square = torch.zeros_like(self._rates), torch.zeros_like(self._rates)
-        # What the step computes on: numpy views on the CPU, else the tensors themselves.
-        self._host = [_host(t) for t in (self._rates, self._mean, self._square, torch.zeros_like(self._rates))]
-        self._host_params = [_host(p) for p in params]
 
-    def step(self, grads):
-        """One update of every parameter from its gradient (same order as ``params``)."""
-        beta1, beta2 = self.betas
-        decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
-        self.steps += 1
-        first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
-        rates, mean, square, grad = self._host
-        start = 0
-        for g, size in zip(grads, self._sizes, strict=True):
-            grad[start : start + size] = _host(g).reshape(-1)
-            start += size
-        mean *= beta1
-        mean += grad * (1 - beta1)
-        grad *= grad
-        grad *= 1 - beta2
-        square *= beta2
-        square += grad
-        # rate m̂ / (√v̂ + eps) with m̂ = m / first_correction, √v̂ = √v / root_second_correction:
-        update = square**0.5
-        update += self.eps * root_second_correction
-        update = mean / update
-        update *= rates
-        update *= decay * root_second_correction / first_correction
-        start = 0
-        for p, size in zip(self._host_params, self._sizes, strict=True):
-            p -= update[start : start + size].reshape(p.shape)
-            start += size
+    def __call__(self, X, y, w):
+        self.optimizer.zero_grad()
+        weighted = torch.dot(nn.functional.cross_entropy(self.network(X), y, reduction="none"), w)
+        (weighted / len(X)).backward()
+        self.optimizer.step()
+        self.schedule.step()
+        return weighted.item()
 
-    def state(self, names):
-        """Step count and moment estimates as numpy, by parameter name; empty if any is not finite."""
-        state = {"steps": np.array(self.steps)}
-        moments = zip(self._mean.split(self._sizes), self._square.split(self._sizes), strict=True)
-        for name, p, (mean, square) in zip(names, self.params, moments, strict=True):
-            state[name] = np.stack([mean.view_as(p).cpu().numpy(), square.view_as(p).cpu().numpy()])
-        return state if all(np.isfinite(a).all() for a in state.values()) else {}
+    def state(self):
+        state = {"steps": self.schedule.last_epoch}
+        for name, p in zip(self.names, self.network.parameters(), strict=True):
+            moments = self.optimizer.state.get(p, {})
+            if moments:
+                state[name] = torch.stack([moments["exp_avg"], moments["exp_avg_sq"]]).detach().cpu().numpy()
+        return state
 
-    def load_state(self, names, state):
-        """Resume from :meth:`state`'s output, unless the parameters' shapes have changed since."""
-        if set(state) != {"steps", *names} or any(
-            state[name].shape[1:] != tuple(p.shape) for name, p in zip(names, self.params, strict=True)
-        ):
-            return
-        self.steps = int(state["steps"])
-        for i, target in enumerate((self._mean, self._square)):
-            target.copy_(torch.cat([torch.as_tensor(state[name][i].reshape(-1), dtype=target.dtype) for name in names]))
+    def load_state(self, state):
+        self.schedule.last_epoch = state["steps"]
+        for name, p in zip(self.names, self.network.parameters(), strict=True):
+            mean, square = (torch.as_tensor(m, dtype=p.dtype, device=p.device) for m in state[name])
+            self.optimizer.state[p] = {
+                "step": torch.tensor(float(state["steps"])),
+                "exp_avg": mean,
+                "exp_avg_sq": square,
+            }
 
 
-def _host(array):
-    """A numpy view of a CPU tensor (same memory), else the tensor (or numpy array) itself."""
-    return array.detach().numpy() if isinstance(array, torch.Tensor) and array.device.type == "cpu" else array
+def _resumable(step, state):
+    """Whether ``state`` from an earlier :meth:`TrainingStep.state` fits the parameters of ``step``
+    (it does not after prototypes were added or removed) and is finite."""
+    return (
+        bool(state)
+        and set(state) == {"steps", *step.names}
+        and all(
+            np.shape(state[name])[1:] == tuple(p.shape) and np.isfinite(state[name]).all()
+            for name, p in zip(step.names, step.network.parameters(), strict=True)
+        )
+    )
 
 
 def _snapshot(network):
@@ -304,37 +284,35 @@ def train(
             f"learning_rate={learning_rate:g} is too large: Adam's first step overflows {X.dtype}. "
             "Use a learning_rate near the default 0.1."
         )
-    params = dict(network.named_parameters())
     scaled = {"keys": spread or 1.0, "log_scales": SCALE_RATE}
-    log_scales = _host(params["log_scales"].detach()) if "log_scales" in params else None
-    rates = [learning_rate * scaled.get(name, 1.0) for name in params]
-    optimizer = CosineAdam(list(params.values()), rates, max_epochs * steps_per_epoch, anneal=anneal_learning_rate)
-    optimizer.load_state(list(params), optimizer_state or {})
+    rates = [learning_rate * scaled.get(name, 1.0) for name, _ in network.named_parameters()]
+    total_steps = max_epochs * steps_per_epoch
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.
     w = w / w.mean()
-    # On the CPU the steps take numpy views (see protoattn._shepard); elsewhere the tensors.
-    X, y, w = (_host(t) for t in (X, y, w))
-    step = network.training_step()
+    if network.shepard and network.keys.device.type == "cpu":
+        step = _fast.TrainingStep(network, rates, total_steps, anneal_learning_rate)
+        X, y, w = (t.numpy() for t in (X, y, w))
+    else:
+        step = AutogradStep(network, rates, total_steps, anneal_learning_rate)
+    if _resumable(step, optimizer_state):
+        step.load_state(optimizer_state)
     result = TrainingResult(spread=spread)
     best, best_state, stall = -math.inf, _snapshot(network), 0
     for epoch in range(max_epochs):
         network.power = power_schedule(epoch)
+        batches = [(X, y, w)]
         if steps_per_epoch > 1:
-            # One gather per epoch; the batches are then views.
-            order = _host(torch.randperm(n, generator=generator).to(network.keys.device))
-            shuffled = [ops_for(t).take_rows(t, order) for t in (X, y, w)]
+            order = torch.randperm(n, generator=generator)
+            shuffled = [t[order.numpy() if isinstance(t, np.ndarray) else order.to(t.device)] for t in (X, y, w)]
             batches = (tuple(t[start : start + batch_size] for t in shuffled) for start in range(0, n, batch_size))
-        else:
-            batches = [(X, y, w)]
         epoch_loss = 0.0
         with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
             for xb, yb, wb in batches:
-                weighted, grads = step(xb, yb, wb)
-                optimizer.step(grads)
-                if log_scales is not None:
-                    ops_for(log_scales).clip_(log_scales, -MAX_LOG_SCALE, MAX_LOG_SCALE)
-                epoch_loss += weighted
-        epoch_loss = float(epoch_loss) / n
+                epoch_loss += step(xb, yb, wb)
+                if network.log_scales is not None:
+                    with torch.no_grad():
+                        network.log_scales.clamp_(-MAX_LOG_SCALE, MAX_LOG_SCALE)
+        epoch_loss /= n
         if not math.isfinite(epoch_loss):
             network.load_state_dict(best_state)
             warnings.warn(
@@ -366,5 +344,5 @@ def train(
     if validation is not None:
         network.load_state_dict(best_state)
         result.best_validation_score = best
-    result.optimizer_state = optimizer.state(list(params))
+    result.optimizer_state = step.state()
     return result

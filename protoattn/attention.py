@@ -1,8 +1,8 @@
-"""Attention scores over prototypes: pure functions ``(X[n, d], K[m, d]) -> scores[n, m]``.
+"""Attention scores over prototypes: pure torch functions ``(X[n, d], K[m, d]) -> scores[n, m]``.
 
-The attention weights are always ``softmax(scores, dim=1)``. Every registered score takes the
-keyword arguments ``power`` and ``eps`` so the network can call any of them the same way; the
-dot-product family ignores them.
+The attention weights are ``softmax(scores, dim=1)`` (the network, :mod:`protoattn._network`, takes
+it). Every registered score takes the keyword arguments ``power`` and ``eps``, so the network calls
+all of them the same way; the dot-product family ignores them.
 
 References
 ----------
@@ -20,9 +20,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ._compute import matmul
-from ._shepard import TorchOps, distance_grad, distances_less_query_norms, ratios
-
 __all__ = [
     "ATTENTIONS",
     "SOFTMAX_FREE",
@@ -32,97 +29,40 @@ __all__ = [
     "expressive",
     "gaussian",
     "idw",
-    "idw_weights",
     "inv_dist",
     "neg_dist",
     "relu",
     "squared_distances",
-    "SOFTMAX_CLOSED_FORMS",
 ]
 
 
 def squared_distances(X: Tensor, K: Tensor) -> Tensor:
-    """``‖x - k‖²`` for every pair, through one matmul: ``‖x‖² - 2 x·k + ‖k‖²``, clamped at 0."""
-    return _expanded_squared_distances(X, K).clamp_(min=0.0)
-
-
-def _expanded_squared_distances(X: Tensor, K: Tensor) -> Tensor:
-    # ‖x‖² - 2 x·k + ‖k‖²: rounding can take it slightly below 0.
-    return distances_less_query_norms(TorchOps, X, K).add_(TorchOps.squared_norms(X)[:, None])
+    """``‖x - k‖²`` for every pair through one matmul, ``‖x‖² - 2 x·k + ‖k‖²``, clamped at 0 (rounding
+    can take it slightly below)."""
+    return (X.square().sum(1, keepdim=True) - 2.0 * (X @ K.T) + K.square().sum(1)).clamp_(min=0.0)
 
 
 def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
-    # An exact hit (distance 0) becomes the smallest normal float instead of log(0) = -inf, so that
-    # gradients stay finite; log(tiny) is far below any log(eps) that matters.
-    return _expanded_squared_distances(X, K).clamp_(min=torch.finfo(X.dtype).tiny).log_()
+    # An exact hit becomes the smallest normal float instead of log(0) = -inf: gradients stay finite.
+    return squared_distances(X, K).clamp_(min=torch.finfo(X.dtype).tiny).log_()
 
 
 def _capped_exp(log_scores: Tensor) -> Tensor:
-    # Capped a factor e below the largest float: scores that would overflow (a huge power, a far
-    # query, eps = 0 on a hit) stay finite, so softmax never computes inf - inf and gradients stay finite.
-    return torch.exp(log_scores.clamp_(max=math.log(torch.finfo(log_scores.dtype).max) - 1.0))
+    # Capped a factor e below the largest float, so that softmax never computes inf - inf.
+    return torch.exp(log_scores.clamp(max=math.log(torch.finfo(log_scores.dtype).max) - 1.0))
 
 
 def idw(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Inverse distance weighting: ``-log(eps + ‖x - k‖^p)`` (McCarter 2023, eq. 2).
 
     Under softmax this gives Shepard's weights ``a_i ∝ 1 / (eps + ‖x - k_i‖^p)``. Computed in log
-    space as ``-logaddexp(log eps, (p/2) log ‖x - k‖²)``, so no power ever overflows and a query that
-    hits a prototype exactly gets the finite score ``-log eps``.
+    space, ``-logaddexp(log eps, (p/2) log ‖x - k‖²)``, so that no power overflows and a query on a
+    prototype gets the finite score ``-log eps``.
     """
-    log_dp = _log_sq_distances(X, K).mul_(0.5 * power)
+    log_dp = _log_sq_distances(X, K) * (0.5 * power)
     if eps == 0:
-        return log_dp.neg_()
-    return torch.logaddexp(log_dp, torch.tensor(math.log(eps), dtype=X.dtype, device=X.device)).neg_()
-
-
-def idw_weights(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
-    """``softmax(idw(X, K))`` in closed form: Shepard's normalised weights ``r_i / Σ_j r_j`` with
-    ``r_i = 1 / (eps + ‖x - k_i‖^p)``.
-
-    This is what the network computes for ``attention="idw"``, in training and in prediction. Each row
-    is first divided by its nearest key's squared distance (floored at ``eps^(2/p)``), so that its
-    largest ``r_i`` lies in ``[1/2, 1]``: no power overflows, a far key's weight underflows to 0,
-    and an exact hit gets ``1/eps``. For a whole ``p/2`` the power is taken by repeated squaring, so
-    there is no logarithm at all, and the backward pass is written out (softmax's Jacobian times
-    ``d score / d ‖x - k‖² = -(p/2) σ / ‖x - k‖²`` with ``σ = ‖x - k‖^p / (eps + ‖x - k‖^p)``):
-    a handful of passes over the (n, m) matrix instead of autograd's dozen. With ``eps = 0`` an exact
-    hit is a singularity the rescaling cannot absorb, so that case takes softmax of the log-space score.
-    """
-    if eps == 0:
-        return torch.softmax(idw(X, K, power=power, eps=eps), dim=1)
-    # Under no_grad or inference_mode the forward skips what only the backward needs.
-    grad = torch.is_grad_enabled() and (X.requires_grad or K.requires_grad)
-    return _ShepardWeights.apply(X, K, float(power), float(eps), grad)
-
-
-def _distance_grads(X: Tensor, K: Tensor, G: Tensor, *, need_X: bool = True, need_K: bool = True):
-    """Gradients with respect to X and K from ``G = -dL/d‖x - k‖²`` (see :func:`distance_grad`),
-    through ``‖x - k‖² = ‖x‖² - 2 x·k + ‖k‖²``."""
-    grad_X = grad_K = None
-    if need_X:
-        grad_X = matmul(G, K).mul_(2.0).sub_(X * (2.0 * G.sum(1, keepdim=True)))
-    if need_K:
-        grad_K = matmul(G.T, X).mul_(2.0).sub_(K * (2.0 * G.sum(0)[:, None]))
-    return grad_X, grad_K
-
-
-class _ShepardWeights(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, X, K, power, eps, grad):
-        r, sensitivity = ratios(X, K, power, eps, grad=grad)
-        weights = r.div_(r.sum(1, keepdim=True))
-        if grad:
-            ctx.save_for_backward(X, K, weights, sensitivity.mul_(weights))
-        return weights
-
-    @staticmethod
-    def backward(ctx, grad_weights):
-        X, K, weights, weighted_sensitivity = ctx.saved_tensors
-        mean = (weights * grad_weights).sum(1, keepdim=True)
-        G = distance_grad(weighted_sensitivity, grad_weights.clone(), mean)
-        grad_X, grad_K = _distance_grads(X, K, G, need_X=ctx.needs_input_grad[0], need_K=ctx.needs_input_grad[1])
-        return grad_X, grad_K, None, None, None
+        return -log_dp
+    return -torch.logaddexp(log_dp, torch.tensor(math.log(eps), dtype=X.dtype, device=X.device))
 
 
 def inv_dist(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
@@ -218,9 +158,6 @@ ATTENTIONS: dict[str, ScoreFunction | type[nn.Module]] = {
     "kernel": ImplicitKernel,
     "relu": relu,
 }
-
-#: Scores whose softmax the network takes in closed form (cheaper, same values): score -> weights function.
-SOFTMAX_CLOSED_FORMS: dict[ScoreFunction, ScoreFunction] = {idw: idw_weights}
 
 #: Scores used as the weights directly, without softmax.
 SOFTMAX_FREE = frozenset({"relu"})

@@ -1,0 +1,216 @@
+"""The speed variant of the network for Shepard weights on the CPU, in numpy.
+
+With ``attention="idw"`` and ``eps > 0`` the network's weights, ``softmax(-log(eps + ‖x - k‖^p))``,
+are Shepard's ``r_i / Σ_j r_j`` with ``r_i = 1 / (eps + ‖x - k_i‖^p)`` (McCarter 2023, eq. 2). This
+module computes them in that closed form, without logarithms, with the training step's backward pass
+and Adam written out, and every product through numpy's BLAS. It is the only second implementation of
+:class:`protoattn._network.PrototypeAttention`, used on the CPU for the default model because it is
+several times faster there (``benchmarks/RESULTS.md``), and tested equal to it (values and gradients)
+in ``tests/test_fast.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _whole(q: float) -> bool:
+    return float(q).is_integer() and 1 <= q <= 64
+
+
+def power_(x: np.ndarray, q: float) -> np.ndarray:
+    """``x ** q`` for positive x, overwriting x: by repeated squaring for a whole q up to 64, else as
+    ``exp(q log x)`` (numpy's float power is several times slower than either)."""
+    if not _whole(q):
+        return np.exp(np.multiply(np.log(x, out=x), q, out=x), out=x)
+    q, result = int(q), None
+    while True:
+        if q & 1:
+            if q == 1:
+                return x if result is None else np.multiply(result, x, out=result)
+            if result is None:  # keep this power, square into a new array
+                result, x = x, np.square(x)
+                q >>= 1
+                continue
+            np.multiply(result, x, out=result)
+        q >>= 1
+        np.square(x, out=x)
+
+
+def key_terms(keys, sq_scales):
+    """``(-2 s² ∘ K, ‖s ∘ k‖²)`` of shapes (m, d) and (m, 1): the terms of ``‖s ∘ (x - k)‖²`` that
+    depend on the keys alone, for the diagonal metric's squared scales ``s²`` (None: no metric)."""
+    metric_keys = keys if sq_scales is None else keys * sq_scales
+    return metric_keys * -2.0, np.einsum("ij,ij->i", metric_keys, keys)[:, None]
+
+
+def query_norms(X, sq_scales):
+    """``‖s ∘ x‖²`` per row."""
+    return np.einsum("ij,ij->i", X, X) if sq_scales is None else (X * X) @ sq_scales
+
+
+def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = False):
+    """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖s ∘ (x - k_i)‖^p)`` for ``eps > 0`` (only
+    ratios within a row mean anything), and with ``grad`` the sensitivity ``(p/2) σ / ‖x - k‖²``,
+    ``σ = ‖x - k‖^p / (eps + ‖x - k‖^p)``, that the backward pass needs (else None); from the rows'
+    :func:`query_norms` ``x2`` and the keys' :func:`key_terms`. Both are returned transposed, of shape
+    (m, n): numpy's passes and minima then run along contiguous rows of n queries, several times
+    faster than along a query's m distances.
+
+    Each query's distances are divided by its nearest one, floored where ``d^p = eps``, so that its
+    largest ``r_i`` lies in ``[1/2, 1]``: no power overflows and a hit gets ``1 / eps``.
+    """
+    q = 0.5 * power
+    info = np.finfo(X.dtype)
+    metric_keys, key_norms = keys_terms
+    partial = metric_keys @ X.T  # ‖x - k‖² less ‖x‖², which is constant along a column
+    partial += key_norms
+    hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # the squared distance where d^p = eps
+    floor = np.minimum.reduce(partial, axis=0)
+    floor += x2
+    inverse = 1.0 / np.maximum(floor, max(hit, float(info.tiny)), out=floor)
+    ratio = partial
+    ratio += x2
+    ratio *= inverse  # ‖x - k‖² / floor
+    # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take;
+    # with gradients, capped where ratio^q would overflow, so that σ stays finite.
+    low = (None if q % 2 == 0 else 0.0) if _whole(q) else float(info.tiny)
+    high = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+    if low is not None or high is not None:
+        np.clip(ratio, -np.inf if low is None else low, np.inf if high is None else high, out=ratio)
+    e = eps * power_(inverse.copy(), q)  # eps / floor^q <= 1
+    if not grad:
+        z = power_(ratio, q)
+        z += e
+        return np.reciprocal(z, out=z), None
+    if _whole(q) and q > 1:
+        sensitivity = power_(ratio.copy(), q - 1)
+        z = sensitivity * ratio
+    else:  # ratio^(q - 1) is unbounded at a hit for p < 2: bounded by flooring the ratio
+        z = power_(ratio.copy(), q)
+        sensitivity = z / np.maximum(ratio, info.eps)
+    z += e
+    r = np.reciprocal(z, out=z)
+    sensitivity *= r
+    sensitivity *= q * inverse
+    return r, sensitivity
+
+
+def _with_ones(values):
+    """``[values, 1]``: a product with it gives the weighted values and the weights' row sums."""
+    return np.concatenate([values, np.ones((len(values), 1), dtype=values.dtype)], 1)
+
+
+def predictor(network):
+    """A function from a numpy chunk of rows to the network's logits ``Σ_i a_i(x) v_i``, for a
+    Shepard network on the CPU (None otherwise). The weights are normalised after the product with
+    the values, by row sums from the same product."""
+    if not network.shepard or network.keys.device.type != "cpu":
+        return None
+    sq_scales = None if network.log_scales is None else np.exp(2.0 * network.log_scales.detach().numpy())
+    terms = key_terms(network.keys.detach().numpy(), sq_scales)
+    values = np.ascontiguousarray(_with_ones(network.values.detach().numpy()).T)
+
+    def logits(X):
+        with np.errstate(all="ignore"):  # like torch: a far key's power overflows, its weight is then 0
+            r, _ = shepard_ratios(X, query_norms(X, sq_scales), terms, network.power, network.eps)
+            sums = values @ r
+            return (sums[:-1] / sums[-1]).T
+
+    return logits
+
+
+def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power: float, eps: float):
+    """``Σ_n w_n CE(logits(x_n), y_n)`` of a Shepard network, and the gradients of its mean over the
+    rows with respect to the keys, the values and (when ``learn_scales``) the metric's log-scales
+    (``log_scales`` None: no metric)."""
+    n = len(X)
+    sq_scales = None if log_scales is None else np.exp(2.0 * log_scales)
+    X2 = None if sq_scales is None else X * X  # serves ‖s ∘ x‖² and the scales' gradient
+    x2 = query_norms(X, None) if X2 is None else X2 @ sq_scales
+    r, sensitivity = shepard_ratios(X, x2, key_terms(keys, sq_scales), power, eps, grad=True)  # (m, n)
+    sums = r.T @ _with_ones(values)
+    inverse_sums = 1.0 / sums[:, -1:]
+    logits_ = sums[:, :-1] * inverse_sums
+    shifted = logits_ - logits_.max(1, keepdims=True)
+    p = np.exp(shifted)
+    row_sums = p.sum(1, keepdims=True)
+    rows = np.arange(n)
+    weighted = -(shifted[rows, y] - np.log(row_sums[:, 0])) @ w
+    # d/dlogits of the mean of w·CE, (softmax - one-hot) w / n; then through a = r / Σ r.
+    grad_logits = p / row_sums
+    grad_logits[rows, y] -= 1.0
+    grad_logits *= (w / n)[:, None]
+    mean = (grad_logits * logits_).sum(1, keepdims=True) * inverse_sums  # Σ_j a_j dL/da_j
+    grad_logits *= inverse_sums
+    grad_values = r @ grad_logits
+    # G = -dL/d‖s ∘ (x - k)‖² = a (p/2) σ / ‖x - k‖² (dL/da - Σ_j a_j dL/da_j), in units of 1 / Σ r;
+    # here transposed, (m, n).
+    G = values @ grad_logits.T
+    G -= mean.T
+    G *= sensitivity * r
+    # Through Σ_j s_j² (x_j - k_j)²: dL/dk_i = 2 s² ∘ (Σ_n G_ni x_n - (Σ_n G_ni) k_i).
+    cross = G @ X
+    column_sums = G.sum(1)[:, None]
+    grad_keys = 2.0 * (cross - keys * column_sums)
+    if sq_scales is not None:
+        grad_keys *= sq_scales
+    if not learn_scales:
+        return weighted, [grad_keys, grad_values]
+    # dL/dlog s_j = -2 s_j² Σ_ni G_ni (x_nj - k_ij)²
+    #             = -2 s_j² [Σ_n (Σ_i G_ni) x_nj² - Σ_i k_ij (2 cross_ij - (Σ_n G_ni) k_ij)].
+    grad_scales = G.sum(0) @ X2 - (keys * (2.0 * cross - keys * column_sums)).sum(0)
+    grad_scales *= -2.0 * sq_scales
+    return weighted, [grad_keys, grad_values, grad_scales]
+
+
+class TrainingStep:
+    """One optimisation step of a Shepard network on the CPU: :func:`loss_and_grads`, then Adam
+    (Kingma and Ba 2015) with the update of ``torch.optim.Adam`` under a cosine decay of the learning
+    rates to 0 over ``total_steps`` (``anneal=False``: constant rates), on numpy views of the
+    network's parameters. Called with a batch ``(X, y, w)``, returns its weighted loss."""
+
+    def __init__(self, network, learning_rates, total_steps, anneal=True, betas=(0.9, 0.999), eps=1e-8):
+        self.network = network
+        self.names = [name for name, _ in network.named_parameters()]
+        self.params = [p.detach().numpy() for _, p in network.named_parameters()]
+        self.rates, self.total_steps, self.anneal = learning_rates, max(total_steps, 1), anneal
+        self.betas, self.eps, self.steps = betas, eps, 0
+        self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in self.params]
+        self.log_scales = None if network.log_scales is None else network.log_scales.detach().numpy()
+
+    def __call__(self, X, y, w):
+        keys, values = self.params[:2]
+        learn_scales = len(self.params) == 3
+        power, eps = self.network.power, self.network.eps
+        weighted, grads = loss_and_grads(X, y, w, keys, values, self.log_scales, learn_scales, power, eps)
+        self._adam(grads)
+        return float(weighted)
+
+    def _adam(self, grads):
+        beta1, beta2 = self.betas
+        decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
+        self.steps += 1
+        first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
+        for p, g, (mean, square), rate in zip(self.params, grads, self.moments, self.rates, strict=True):
+            mean *= beta1
+            mean += (1 - beta1) * g
+            square *= beta2
+            square += (1 - beta2) * (g * g)
+            # rate m̂ / (√v̂ + eps), with m̂ = m / first_correction and √v̂ = √v / root_second_correction
+            denominator = np.sqrt(square) + self.eps * root_second_correction
+            p -= (rate * decay * root_second_correction / first_correction) * mean / denominator
+
+    def state(self):
+        """The step count and Adam's moments by parameter name, as :func:`protoattn._training.train`
+        carries them between calls."""
+        return {"steps": self.steps, **{n: np.stack(m) for n, m in zip(self.names, self.moments, strict=True)}}
+
+    def load_state(self, state):
+        self.steps = state["steps"]
+        self.moments = [
+            (state[n][0].astype(p.dtype), state[n][1].astype(p.dtype))
+            for n, p in zip(self.names, self.params, strict=True)
+        ]
