@@ -178,7 +178,7 @@ class TrainingStep:
         self.params = [p.detach().numpy() for _, p in network.named_parameters()]
         self.rates, self.total_steps, self.anneal = learning_rates, max(total_steps, 1), anneal
         self.betas, self.eps, self.steps = betas, eps, 0
-        self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in self.params]
+        self.moments = [np.zeros((2, *p.shape), dtype=p.dtype) for p in self.params]  # Adam's m and v
         self.log_scales = None if network.log_scales is None else network.log_scales.detach().numpy()
 
     def __call__(self, X, y, w):
@@ -194,7 +194,7 @@ class TrainingStep:
         decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
         self.steps += 1
         first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
-        for p, g, (mean, square), rate in zip(self.params, grads, self.moments, self.rates, strict=True):
+        for p, g, (mean, square), rate in zip(self.params, grads, self.moments, self.rates, strict=True):  # views
             mean *= beta1
             mean += (1 - beta1) * g
             square *= beta2
@@ -206,11 +206,8 @@ class TrainingStep:
     def state(self):
         """The step count and Adam's moments by parameter name, as :func:`protoattn._training.train`
         carries them between calls."""
-        return {"steps": self.steps, **{n: np.stack(m) for n, m in zip(self.names, self.moments, strict=True)}}
+        return {"steps": self.steps, **dict(zip(self.names, self.moments, strict=True))}
 
     def load_state(self, state):
         self.steps = state["steps"]
-        self.moments = [
-            (state[n][0].astype(p.dtype), state[n][1].astype(p.dtype))
-            for n, p in zip(self.names, self.params, strict=True)
-        ]
+        self.moments = [state[n].astype(p.dtype) for n, p in zip(self.names, self.params, strict=True)]

@@ -147,8 +147,8 @@ def random_prototypes(X, weight, n_prototypes, n_classes, random_state):
 def power_schedule(start, end, epochs):
     """Linear annealing of the power from ``start`` to ``end`` over ``epochs``, then constant.
 
-    When both ends are even integers the steps are rounded to even integers, where
-    :func:`~protoattn.attention.idw_weights` needs no logarithm.
+    When both ends are even integers the steps are rounded to even integers, whose powers the CPU's
+    fast path (:mod:`protoattn._fast`) takes by squaring.
     """
     even = start % 2 == 0 and end % 2 == 0
 
@@ -263,19 +263,15 @@ def train(
     best parameters), otherwise on the training loss, both after ``n_iter_no_change`` epochs
     without an improvement of ``tol``, counted once the power has stopped changing.
 
-    For training in several calls (``partial_fit``): ``spread`` fixes the scale of the keys' learning
-    rate (default: that of X, returned in the result), ``optimizer_state`` resumes Adam from the
-    moment estimates of an earlier result's ``optimizer_state`` (ignored when the parameters' shapes
-    changed since), and ``anneal_learning_rate=False`` keeps the rate constant instead of the cosine
-    schedule.
+    For ``partial_fit``: ``spread`` fixes the scale of the keys' learning rate (default: X's),
+    ``optimizer_state`` resumes Adam from an earlier result's (unless the parameters changed shape),
+    and ``anneal_learning_rate=False`` keeps the rate constant.
     """
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
-    # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread: the
-    # trajectory is then the same whatever the units of the features.
+    # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread (the
+    # root mean variance of the features): the same trajectory whatever the units.
     if spread is None:
-        # The root mean variance of the features, as ‖X - mean‖ / √(d (n - 1)): one pass over X,
-        # a third of the time of X.std(0).
         spread = float(torch.linalg.vector_norm(X - X.mean(0)) / math.sqrt(X.shape[1] * (n - 1))) if n > 1 else 0.0
     # Adam's first step is learning_rate / (1 - beta1) = 10 learning rates: refuse one that does not
     # fit the parameters' dtype, rather than train to NaN.

@@ -333,17 +333,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     f"{type(self).__name__} needs samples of at least 2 classes with positive "
                     f"sample_weight; got {len(present)} class."
                 )
-            warm = self.warm_start and self._fitted_like(classes, X.shape[1])
+            warm = self.warm_start and hasattr(self, "prototypes_") and self.prototypes_.shape[1] == X.shape[1]
+            warm = warm and np.array_equal(self.classes_, classes)
             self.classes_ = classes
             self._fit_network(X, y_codes, sample_weight, check_random_state(self.random_state), warm)
         return self
-
-    def _fitted_like(self, classes, n_features):
-        return (
-            hasattr(self, "prototypes_")
-            and self.prototypes_.shape[1] == n_features
-            and np.array_equal(self.classes_, classes)
-        )
 
     def _fit_network(self, X, y, weight, rng, warm=False):
         device = _compute.resolve_device(self.device, fitting=True)
@@ -380,16 +374,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """Copy a trained network (on any device) into the numpy fitted state, with what resumes training."""
         self.prototypes_ = network.keys.detach().cpu().numpy().astype(np.float64)
         self.logits_ = network.values.detach().cpu().numpy().astype(np.float64)
-        self.attention_params_ = (
-            {name: p.detach().cpu().numpy().astype(np.float64) for name, p in network.score.named_parameters()}
-            if isinstance(network.score, nn.Module)
-            else {}
-        )
-        self.feature_scales_ = (
-            np.ones(network.keys.shape[1])
-            if network.log_scales is None
-            else network.log_scales.detach().exp().cpu().numpy().astype(np.float64)
-        )
+        score_params = network.score.named_parameters() if isinstance(network.score, nn.Module) else []
+        self.attention_params_ = {name: p.detach().cpu().numpy().astype(np.float64) for name, p in score_params}
+        log_scales = torch.zeros(network.keys.shape[1]) if network.log_scales is None else network.log_scales
+        self.feature_scales_ = log_scales.detach().exp().cpu().numpy().astype(np.float64)
         self.power_ = float(power)
         self._spread = result.spread
         self._optimizer_state = result.optimizer_state
@@ -573,7 +561,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             return float(self.power)
         if self.attention != "idw":
             return 2.0
-        # An even integer, so that the weights need no logarithm (see attention.idw_weights).
+        # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
         return 2.0 * max(round(math.sqrt(n_features)), 1)
 
     def _build_network(self, keys, values, dtype, power, attention_params=None, feature_scales=None, fitting=False):
@@ -656,18 +644,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         with _numeric("X"):
             X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        return _with_positive_strides(X)
+        return X
 
     @_compute.limit_threads
     def _in_chunks(self, X, what="logits", finish=None, prototypes=None, logits=None):
-        """The network's ``what`` (``"logits"`` or ``"weights"``) for a validated X, computed over
-        row chunks and passed through ``finish`` chunk by chunk, into one numpy array (float64 for
-        floating results): memory stays bounded by the chunk size.
-
-        The network computes in X's dtype, like scikit-learn's estimators. Each chunk is checked for
-        infinite and missing values with scikit-learn's error (unless ``assume_finite``) just before
-        it is used, while it is in the cache.
-        """
+        """The network's ``what`` (``"logits"`` or ``"weights"``) for a validated X, in X's dtype, over
+        row chunks, each checked for infinite values (unless ``assume_finite``) and passed through
+        ``finish``, into one numpy array (float64 for floats): memory stays bounded by the chunk size."""
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         device = _compute.resolve_device(self.device, fitting=False)
         network = self._network(dtype, prototypes, logits).to(device)
@@ -675,8 +658,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if compute is None:
             method = network.forward if what == "logits" else network.weights
 
-            def compute(rows):  # torch refuses to wrap read-only memory (pandas, memmaps): copied
-                return method(torch.from_numpy(np.require(rows, requirements="W")).to(device)).cpu().numpy()
+            def compute(rows):  # torch wraps only writable memory with positive strides: else a copy
+                return method(torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(device)).cpu().numpy()
 
         check = not get_config()["assume_finite"]
         step = _chunk_rows(len(network.keys), X.dtype)
@@ -880,8 +863,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if np.ndim(x) != 2 or np.shape(x)[0] != 1:
             raise ValueError(f"x must be one sample of {self.n_features_in_} features, got shape {np.shape(x)}.")
         with _numeric("x"):
-            x = validate_data(self, x, reset=False, dtype=np.float64)
-        return _with_positive_strides(x)
+            return validate_data(self, x, reset=False, dtype=np.float64)
 
     def _class_index(self, y):
         if np.ndim(y) != 0:
@@ -991,11 +973,6 @@ def _numeric(argument):
             f"{argument} must be numeric: {error}. Encode text and categorical columns first, e.g. with "
             "sklearn.preprocessing.OneHotEncoder in a pipeline."
         ) from error
-
-
-def _with_positive_strides(X):
-    # torch cannot wrap a reversed view such as X[::-1]; copying one is rare and cheap next to predicting.
-    return X if min(X.strides) >= 0 else X.copy()
 
 
 def _check_trainable_scale(X):
