@@ -103,17 +103,37 @@ def _with_ones(values):
     return np.concatenate([values, np.ones((len(values), 1), dtype=values.dtype)], 1)
 
 
+def column_sq_scales(network):
+    """``s²`` per input column of the network's metric and standardisation, ``(s_f / scale_j)²``
+    (None when it is 1 everywhere)."""
+    scales = None if network.log_scales is None else network.column_scales().detach().numpy()
+    if network.scale is not None:
+        standard = 1.0 / network.scale.numpy()
+        scales = standard if scales is None else scales * standard
+    return None if scales is None else scales * scales
+
+
 def predictor(network):
-    """A function from a numpy chunk of rows to the network's logits ``Σ_i a_i(x) v_i``, for a
-    Shepard network on the CPU (None otherwise). The weights are normalised after the product with
-    the values, by row sums from the same product."""
+    """A function from a numpy chunk of complete rows (no NaN) to the network's logits ``Σ_i a_i(x)
+    v_i``, for a Shepard network on the CPU (None otherwise). The weights are normalised after the
+    product with the values, by row sums from the same product.
+
+    Distances do not change when inputs and keys move together, so the standardisation's offset
+    moves into the keys; the rows are shifted too only where the offset is large enough to cost
+    precision in ``‖x‖² - 2 x·k + ‖k‖²``."""
     if not network.shepard or network.keys.device.type != "cpu":
         return None
-    sq_scales = None if network.log_scales is None else np.exp(2.0 * network.log_scales.detach().numpy())
-    terms = key_terms(network.keys.detach().numpy(), sq_scales)
+    sq_scales = column_sq_scales(network)
+    keys, shift = network.keys.detach().numpy(), None
+    if network.offset is not None:
+        offset, scale = network.offset.numpy(), network.scale.numpy()
+        shift = offset if np.any(np.abs(offset) > 1e-3 * scale) else None
+        keys = keys - shift if shift is not None else keys
+    terms = key_terms(keys, sq_scales)
     values = np.ascontiguousarray(_with_ones(network.values.detach().numpy()).T)
 
     def logits(X):
+        X = X if shift is None else X - shift
         with np.errstate(all="ignore"):  # like torch: a far key's power overflows, its weight is then 0
             r, _ = shepard_ratios(X, query_norms(X, sq_scales), terms, network.power, network.eps)
             sums = values @ r
@@ -122,12 +142,15 @@ def predictor(network):
     return logits
 
 
-def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power: float, eps: float):
-    """``Σ_n w_n CE(logits(x_n), y_n)`` of a Shepard network, and the gradients of its mean over the
-    rows with respect to the keys, the values and (when ``learn_scales``) the metric's log-scales
-    (``log_scales`` None: no metric)."""
+def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power: float, eps: float, columns=None):
+    """``Σ_n w_n CE(logits(x_n), y_n)`` of a Shepard network on complete, standardised rows, and the
+    gradients of its mean over the rows with respect to the keys, the values and (when
+    ``learn_scales``) the metric's log-scales (``log_scales`` None: no metric), one per feature,
+    ``columns`` giving each column's feature (None: one column each)."""
     n = len(X)
     sq_scales = None if log_scales is None else np.exp(2.0 * log_scales)
+    if sq_scales is not None and columns is not None:
+        sq_scales = sq_scales[columns]
     X2 = None if sq_scales is None else X * X  # serves ‖s ∘ x‖² and the scales' gradient
     x2 = query_norms(X, None) if X2 is None else X2 @ sq_scales
     r, sensitivity = shepard_ratios(X, x2, key_terms(keys, sq_scales), power, eps, grad=True)  # (m, n)
@@ -163,6 +186,8 @@ def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power:
     #             = -2 s_j² [Σ_n (Σ_i G_ni) x_nj² - Σ_i k_ij (2 cross_ij - (Σ_n G_ni) k_ij)].
     grad_scales = G.sum(0) @ X2 - (keys * (2.0 * cross - keys * column_sums)).sum(0)
     grad_scales *= -2.0 * sq_scales
+    if columns is not None:
+        grad_scales = np.bincount(columns, weights=grad_scales, minlength=len(log_scales)).astype(X.dtype)
     return weighted, [grad_keys, grad_values, grad_scales]
 
 
@@ -180,12 +205,13 @@ class TrainingStep:
         self.betas, self.eps, self.steps = betas, eps, 0
         self.moments = [np.zeros((2, *p.shape), dtype=p.dtype) for p in self.params]  # Adam's m and v
         self.log_scales = None if network.log_scales is None else network.log_scales.detach().numpy()
+        self.columns = None if network.column_features is None else network.column_features.numpy()
 
     def __call__(self, X, y, w):
         keys, values = self.params[:2]
         learn_scales = len(self.params) == 3
         power, eps = self.network.power, self.network.eps
-        weighted, grads = loss_and_grads(X, y, w, keys, values, self.log_scales, learn_scales, power, eps)
+        weighted, grads = loss_and_grads(X, y, w, keys, values, self.log_scales, learn_scales, power, eps, self.columns)
         self._adam(grads)
         return float(weighted)
 

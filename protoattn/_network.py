@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .attention import idw
+from .attention import idw, scale_features
 
 
 class PrototypeAttention(nn.Module):
@@ -31,11 +31,18 @@ class PrototypeAttention(nn.Module):
         Passed to ``score``; ``power`` is a plain attribute so that training can anneal it.
     softmax : bool, default=True
         Weights are ``softmax(scores)``; ``False`` uses the scores as weights (the FC-ReLU baseline).
-    log_scales : Tensor of shape (d,), optional
-        A diagonal metric: the score sees ``s ∘ x`` and ``s ∘ k`` with ``s = exp(log_scales)``, so
-        distances are ``‖s ∘ (x - k)‖`` (relevance learning, Hammer and Villmann 2002).
+    log_scales : Tensor of shape (n_features,), optional
+        A diagonal metric, one scale per feature: the score sees ``s ∘ z`` for inputs and keys with
+        ``s = exp(log_scales)``, so distances are ``‖s ∘ (z_x - z_k)‖`` (relevance learning, Hammer
+        and Villmann 2002).
     learn_scales : bool, default=False
         Whether ``log_scales`` is a trained parameter (else a constant buffer).
+    column_features : Tensor of shape (d,), optional
+        The feature of each input column (a categorical feature's one-hot block shares its scale);
+        None: one column per feature.
+    offset, scale : Tensor of shape (d,), optional
+        Standardisation: the score sees ``z = (x - offset) / scale`` for inputs and keys alike, so
+        keys are in the inputs' units. None: inputs are already standardised.
     """
 
     def __init__(
@@ -48,6 +55,9 @@ class PrototypeAttention(nn.Module):
         softmax: bool = True,
         log_scales: Tensor | None = None,
         learn_scales: bool = False,
+        column_features: Tensor | None = None,
+        offset: Tensor | None = None,
+        scale: Tensor | None = None,
     ):
         super().__init__()
         self.keys = nn.Parameter(keys)
@@ -58,6 +68,9 @@ class PrototypeAttention(nn.Module):
             )
         else:
             self.register_buffer("log_scales", log_scales)
+        self.register_buffer("column_features", column_features)
+        self.register_buffer("offset", offset)
+        self.register_buffer("scale", scale)
         self.score = score
         self.power = power
         self.eps = eps
@@ -69,13 +82,24 @@ class PrototypeAttention(nn.Module):
         :mod:`protoattn._fast` computes faster on the CPU."""
         return self.softmax and self.eps > 0 and self.score is idw
 
-    def scores(self, X: Tensor) -> Tensor:
-        """Attention scores, shape (n, m), with the metric applied to both sides."""
+    def scaled(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """Inputs and keys as the score sees them: standardised, then multiplied by the metric."""
         K = self.keys
+        if self.offset is not None:
+            X, K = (X - self.offset) / self.scale, (K - self.offset) / self.scale
         if self.log_scales is not None:
-            scales = self.log_scales.exp()
-            X, K = X * scales, K * scales
-        return self.score(X, K, power=self.power, eps=self.eps)
+            scales = self.column_scales()
+            X, K = scale_features(X, scales), K * scales
+        return X, K
+
+    def column_scales(self) -> Tensor:
+        """The metric's scale of each input column."""
+        scales = self.log_scales.exp()
+        return scales if self.column_features is None else scales[self.column_features]
+
+    def scores(self, X: Tensor) -> Tensor:
+        """Attention scores, shape (n, m)."""
+        return self.score(*self.scaled(X), power=self.power, eps=self.eps)
 
     def weights(self, X: Tensor) -> Tensor:
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
@@ -85,3 +109,17 @@ class PrototypeAttention(nn.Module):
     def forward(self, X: Tensor) -> Tensor:
         """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""
         return self.weights(X) @ self.values
+
+    def feature_terms(self, X: Tensor, prototypes: Tensor) -> Tensor:
+        """Each feature's term of the squared distance between each sample and some prototypes,
+        ``(d / d_observed) Σ_{j ∈ f} s_f² (z_xj - z_kj)²``, of shape (n, k, n_features) for
+        ``prototypes`` of shape (n, k) (indices): they sum to :func:`~protoattn.attention.squared_distances`
+        on the scaled inputs, and a missing feature's term is 0."""
+        Xs, Ks = self.scaled(X)
+        observed = ~Xs.isnan()
+        terms = (Xs[:, None, :] - Ks[prototypes]).square().nan_to_num(nan=0.0)
+        terms *= (Xs.shape[1] / observed.sum(1).clamp(min=1))[:, None, None]
+        columns = self.column_features if self.column_features is not None else torch.arange(Xs.shape[1])
+        n_features = int(columns.max()) + 1 if len(columns) else 0
+        out = torch.zeros((*terms.shape[:2], n_features), dtype=terms.dtype, device=terms.device)
+        return out.index_add_(2, columns.to(terms.device), terms)

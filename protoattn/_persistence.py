@@ -154,6 +154,9 @@ def _encode(name, value, arrays):
         return int(value)
     if isinstance(value, Real):
         return float(value)
+    if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 2 and not _one_type(value):
+        # A table of numbers and categories (prototypes_ of mixed features): one array per column.
+        return {"object_columns": [_encode(name, value[:, j].copy(), arrays) for j in range(value.shape[1])]}
     if isinstance(value, np.ndarray):
         arrays.append(_plain_array(name, value))
         # Object arrays (pandas-style labels, feature names) come back as object arrays.
@@ -169,6 +172,10 @@ def _encode(name, value, arrays):
         f"Cannot save {name}={value!r}: a data-only model file holds numbers, strings, arrays and "
         "lists or dicts of them."
     )
+
+
+def _one_type(array):
+    return len({type(v) for v in array.ravel().tolist()}) <= 1
 
 
 def _plain_array(name, array):
@@ -293,6 +300,9 @@ def _decode(value, arrays):
         return arrays[content]
     if tag == "object_array":
         return arrays[content].astype(object)
+    if tag == "object_columns":
+        columns = [_decode(column, arrays) for column in content]
+        return np.column_stack(columns).astype(object) if columns else np.empty((0, 0), dtype=object)
     if tag == "list":
         return [_decode(item, arrays) for item in content]
     if tag == "dict":
@@ -303,6 +313,60 @@ def _decode(value, arrays):
         random_state.set_state(("MT19937", _decode(key, arrays), pos, has_gauss, cached))
         return random_state
     raise ValueError(f"unknown entry {tag!r}")
+
+
+def _set_table_defaults(clf):
+    """A model saved before raw tables gets the state of an all-numeric table that was not standardised."""
+    d = clf.n_features_in_
+    defaults = {
+        "is_categorical_": np.zeros(d, dtype=bool),
+        "categories_": [],
+        "feature_means_": np.zeros(d),
+        "feature_stds_": np.ones(d),
+    }
+    for name, default in defaults.items():
+        if not hasattr(clf, name):
+            setattr(clf, name, default)
+
+
+def _table_problem(clf):
+    """What is wrong with the raw-table state (which features are categories, their categories, the
+    numeric statistics, and prototypes_ of mixed features), or None."""
+    d = clf.n_features_in_
+    mask = clf.is_categorical_
+    if not isinstance(mask, np.ndarray) or mask.dtype != bool or mask.shape != (d,):
+        return f"is_categorical_ must be a bool array of shape ({d},)"
+    categories = clf.categories_
+    if not isinstance(categories, list) or len(categories) != mask.sum():
+        return "categories_ must be a list of one array per categorical feature"
+    for values in categories:
+        if not isinstance(values, np.ndarray) or values.ndim != 1 or len(values) < 1:
+            return "categories_ must hold non-empty 1-D arrays"
+        if len(set(values.tolist())) != len(values):
+            return "categories_ must hold distinct categories"
+    for name in ("feature_means_", "feature_stds_"):
+        array = getattr(clf, name)
+        if not isinstance(array, np.ndarray) or array.dtype != np.float64 or array.shape != (d,):
+            return f"{name} must be a float64 array of shape ({d},)"
+        if not np.all(np.isfinite(array)):
+            return f"{name} holds NaN or infinity"
+    if not np.all(clf.feature_stds_ > 0):
+        return "feature_stds_ must be positive"
+    if not mask.any():
+        return None
+    prototypes = clf.prototypes_
+    if not isinstance(prototypes, np.ndarray) or prototypes.ndim != 2 or prototypes.shape[1:] != (d,):
+        return f"prototypes_ must be a 2-D array of {d} columns"
+    known = iter(categories)
+    for j, categorical in enumerate(mask.tolist()):
+        column = prototypes[:, j].tolist()
+        if categorical:
+            allowed = set(next(known).tolist())
+            if not all(v in allowed for v in column):
+                return f"prototypes_ column {j} holds values that are not among its categories_"
+        elif not all(isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in column):
+            return f"prototypes_ column {j} must hold finite numbers"
+    return None
 
 
 def _fitted_state_problem(clf):
@@ -319,13 +383,21 @@ def _fitted_state_problem(clf):
         return "classes_ must hold distinct labels"
     if not isinstance(d, int) or d < 1:
         return "n_features_in_ must be a positive integer"
-    for name, array, columns in [("prototypes_", prototypes, d), ("logits_", logits, len(classes))]:
+    _set_table_defaults(clf)
+    mask = clf.is_categorical_
+    checked = [("logits_", logits, len(classes))]
+    if not (isinstance(mask, np.ndarray) and mask.dtype == bool and mask.any()):
+        checked.insert(0, ("prototypes_", prototypes, d))
+    for name, array, columns in checked:
         if not isinstance(array, np.ndarray) or array.dtype != np.float64 or array.ndim != 2:
             return f"{name} must be a 2-D float64 array"
         if array.shape != (len(prototypes), columns) or len(array) < 1:
             return f"{name} has shape {array.shape}, expected ({len(prototypes)}, {columns})"
         if not np.all(np.isfinite(array)):
             return f"{name} holds NaN or infinity"
+    problem = _table_problem(clf)
+    if problem:
+        return problem
     patched = clf.patched_prototypes_
     if not isinstance(patched, np.ndarray) or patched.dtype != bool or patched.shape != (len(prototypes),):
         return f"patched_prototypes_ must be a bool array of shape ({len(prototypes)},)"

@@ -255,6 +255,7 @@ def train(
     spread: float | None = None,
     optimizer_state: dict | None = None,
     anneal_learning_rate: bool = True,
+    project=None,
 ) -> TrainingResult:
     """Adam with a cosine learning-rate schedule on weighted cross-entropy.
 
@@ -265,14 +266,16 @@ def train(
 
     For ``partial_fit``: ``spread`` fixes the scale of the keys' learning rate (default: X's),
     ``optimizer_state`` resumes Adam from an earlier result's (unless the parameters changed shape),
-    and ``anneal_learning_rate=False`` keeps the rate constant.
+    and ``anneal_learning_rate=False`` keeps the rate constant. ``project()``, when given, runs after
+    every step (it keeps the keys in the data).
     """
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread (the
     # root mean variance of the features): the same trajectory whatever the units.
     if spread is None:
-        spread = float(torch.linalg.vector_norm(X - X.mean(0)) / math.sqrt(X.shape[1] * (n - 1))) if n > 1 else 0.0
+        spread = float(torch.linalg.vector_norm((X - X.nanmean(0)).nan_to_num()) / math.sqrt(X.shape[1] * (n - 1)))
+        spread = spread if n > 1 and math.isfinite(spread) else 0.0
     # Adam's first step is learning_rate / (1 - beta1) = 10 learning rates: refuse one that does not
     # fit the parameters' dtype, rather than train to NaN.
     if 10 * learning_rate * max(spread, 1.0) >= torch.finfo(X.dtype).max:
@@ -285,7 +288,7 @@ def train(
     total_steps = max_epochs * steps_per_epoch
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.
     w = w / w.mean()
-    if network.shepard and network.keys.device.type == "cpu":
+    if network.shepard and network.keys.device.type == "cpu" and not bool(X.isnan().any()):
         step = _fast.TrainingStep(network, rates, total_steps, anneal_learning_rate)
         X, y, w = (t.numpy() for t in (X, y, w))
     else:
@@ -305,6 +308,8 @@ def train(
         with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
             for xb, yb, wb in batches:
                 epoch_loss += step(xb, yb, wb)
+                if project is not None:
+                    project()
                 if network.log_scales is not None:
                     with torch.no_grad():
                         network.log_scales.clamp_(-MAX_LOG_SCALE, MAX_LOG_SCALE)

@@ -2,7 +2,8 @@
 
 The attention weights are ``softmax(scores, dim=1)`` (the network, :mod:`protoattn._network`, takes
 it). Every registered score takes the keyword arguments ``power`` and ``eps``, so the network calls
-all of them the same way; the dot-product family ignores them.
+all of them the same way; the dot-product family ignores them. Missing coordinates of X (NaN) are
+skipped by distances (:func:`squared_distances`) and count as 0, the training mean, in products.
 
 References
 ----------
@@ -32,14 +33,32 @@ __all__ = [
     "inv_dist",
     "neg_dist",
     "relu",
+    "scale_features",
     "squared_distances",
 ]
 
 
 def squared_distances(X: Tensor, K: Tensor) -> Tensor:
     """``‖x - k‖²`` for every pair through one matmul, ``‖x‖² - 2 x·k + ‖k‖²``, clamped at 0 (rounding
-    can take it slightly below)."""
-    return (X.square().sum(1, keepdim=True) - 2.0 * (X @ K.T) + K.square().sum(1)).clamp_(min=0.0)
+    can take it slightly below).
+
+    Where x has missing coordinates (NaN), the sum runs over its observed ones and is rescaled by
+    ``d / d_observed``, as in :func:`sklearn.metrics.pairwise.nan_euclidean_distances`, so that rows
+    with and without missing values stay comparable.
+    """
+    observed = ~X.isnan()
+    # Exported graphs (torch.compiler) take the general form, which cannot branch on the data.
+    if not torch.compiler.is_compiling() and bool(observed.all()):
+        return (X.square().sum(1, keepdim=True) - 2.0 * (X @ K.T) + K.square().sum(1)).clamp_(min=0.0)
+    X, observed = X.nan_to_num(), observed.to(X.dtype)
+    d2 = (X.square().sum(1, keepdim=True) - 2.0 * (X @ K.T) + observed @ K.square().T).clamp_(min=0.0)
+    return d2 * (X.shape[1] / observed.sum(1, keepdim=True).clamp(min=1.0))
+
+
+def scale_features(X: Tensor, scales: Tensor) -> Tensor:
+    """``X * scales`` with missing entries (NaN) kept missing and no NaN in the scales' gradient
+    (``NaN * 0`` would be NaN)."""
+    return torch.where(X.isnan(), X, X.nan_to_num() * scales)
 
 
 def _log_sq_distances(X: Tensor, K: Tensor) -> Tensor:
@@ -82,17 +101,17 @@ def gaussian(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> 
 
 def dot(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Scaled dot product: ``x·k / √d`` (Vaswani et al. 2017)."""
-    return (X @ K.T).div_(math.sqrt(max(X.shape[1], 1)))
+    return (X.nan_to_num() @ K.T).div_(math.sqrt(max(X.shape[1], 1)))
 
 
 def cosine(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Cosine similarity ``x·k / (‖x‖ ‖k‖)``; a zero vector has similarity 0 to everything."""
-    return torch.nn.functional.normalize(X, dim=1) @ torch.nn.functional.normalize(K, dim=1).T
+    return torch.nn.functional.normalize(X.nan_to_num(), dim=1) @ torch.nn.functional.normalize(K, dim=1).T
 
 
 def expressive(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Expressive attention: ``(x·k)² / d`` (Gros 2024, eq. 3)."""
-    return (X @ K.T).square_().div_(max(X.shape[1], 1))
+    return (X.nan_to_num() @ K.T).square_().div_(max(X.shape[1], 1))
 
 
 def relu(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tensor:
@@ -100,7 +119,7 @@ def relu(X: Tensor, K: Tensor, *, power: float = 2.0, eps: float = 1e-3) -> Tens
 
     With it the network is a one-hidden-layer ReLU net, ``logits = relu(X Kᵀ) V``: not attention.
     """
-    return torch.relu(X @ K.T)
+    return torch.relu(X.nan_to_num() @ K.T)
 
 
 def _lp_norm(K: Tensor, p: float) -> Tensor:
@@ -136,7 +155,12 @@ class ImplicitKernel(nn.Module):
         scales = self.log_scales.exp()
         log_mixture = torch.log_softmax(self.mixture_logits, 0)
         log_kernel = torch.logsumexp(
-            torch.stack([w - 0.5 * squared_distances(X * s, K * s) for w, s in zip(log_mixture, scales, strict=True)]),
+            torch.stack(
+                [
+                    w - 0.5 * squared_distances(scale_features(X, s), K * s)
+                    for w, s in zip(log_mixture, scales, strict=True)
+                ]
+            ),
             dim=0,
         )
         return log_kernel + _lp_norm(K, power).square_() / (2.0 * math.sqrt(d))

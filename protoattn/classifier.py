@@ -10,18 +10,25 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from scipy.special import log_softmax
 from sklearn import get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import assert_all_finite, check_random_state, compute_sample_weight
+from sklearn.utils import (
+    assert_all_finite,
+    check_consistent_length,
+    check_random_state,
+    column_or_1d,
+    compute_sample_weight,
+)
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import nn
 
-from . import _compute, _fast, _persistence, _training
+from . import _compute, _fast, _persistence, _tables, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -49,7 +56,8 @@ _PATCHING = threading.RLock()
 
 @dataclass(frozen=True)
 class Explanation:
-    """Why each sample got its prediction: the ``top_k`` prototypes that contribute most.
+    """Why each sample got its prediction: the ``top_k`` prototypes that contribute most, and which
+    features made the sample close to each.
 
     The contribution of prototype i to sample x is ``a_i(x) * logits_[i, predicted class]``; the sum
     over *all* prototypes is ``logit``, the predicted class's logit, exactly.
@@ -68,6 +76,18 @@ class Explanation:
         Their attention weights.
     contributions : ndarray of shape (n_samples, top_k)
         Weight times the prototype's logit for the predicted class.
+    feature_terms : ndarray of shape (n_samples, top_k, n_features)
+        Each feature's term of the squared distance between the sample and the prototype in the
+        model's metric (standardised features times ``feature_scales_``, rescaled by ``d / d_observed``
+        where the sample has missing values): they sum to that distance; a missing feature's is 0.
+    samples : ndarray of shape (n_samples, n_features)
+        The samples in the user's units and categories (None or NaN where missing or unknown).
+    prototypes : ndarray of shape (n_prototypes, n_features)
+        The model's ``prototypes_``.
+    feature_names : ndarray of shape (n_features,)
+        ``feature_names_in_``, or ``x0, x1, ...``.
+    index : ndarray of shape (n_samples,)
+        The samples' labels: a DataFrame's index, else their positions.
     """
 
     predicted: np.ndarray
@@ -76,15 +96,20 @@ class Explanation:
     prototype_labels: np.ndarray
     weights: np.ndarray
     contributions: np.ndarray
+    feature_terms: np.ndarray
+    samples: np.ndarray
+    prototypes: np.ndarray
+    feature_names: np.ndarray
+    index: np.ndarray
 
     def to_frame(self):
-        """One row per (sample, rank) as a :class:`pandas.DataFrame` (requires pandas)."""
+        """One row per (sample, rank) as a :class:`pandas.DataFrame`."""
         import pandas as pd
 
         n, k = self.prototype_indices.shape
         return pd.DataFrame(
             {
-                "sample": np.repeat(np.arange(n), k),
+                "sample": np.repeat(self.index, k),
                 "rank": np.tile(np.arange(1, k + 1), n),
                 "predicted": np.repeat(self.predicted, k),
                 "prototype": self.prototype_indices.ravel(),
@@ -93,6 +118,23 @@ class Explanation:
                 "contribution": self.contributions.ravel(),
             }
         )
+
+    def feature_frame(self, i, rank=0):
+        """Why sample ``i`` (a position) is close to its ``rank``-th prototype (0: the largest
+        contribution): one row per feature with the sample's value, the prototype's value and the
+        feature's term of their squared distance, largest term first."""
+        import pandas as pd
+
+        prototype = self.prototype_indices[i, rank]
+        frame = pd.DataFrame(
+            {
+                "feature": self.feature_names,
+                "sample": self.samples[i],
+                "prototype": self.prototypes[prototype],
+                "term": self.feature_terms[i, rank],
+            }
+        )
+        return frame.sort_values("term", ascending=False, kind="stable").reset_index(drop=True)
 
 
 class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
@@ -108,6 +150,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
+    categorical_features : "from_dtype", list of str or int, boolean mask or None, default="from_dtype"
+        Which features are categories, as in :class:`~sklearn.ensemble.HistGradientBoostingClassifier`:
+        ``"from_dtype"`` takes the columns of a DataFrame whose dtype is ``category``, ``object``,
+        ``string`` or ``bool``. Each becomes a one-hot block inside the model with one learned scale,
+        and a prototype's value is one of its training categories; a category unseen in training
+        counts as missing.
     n_prototypes : int or None, default=None
         Number of prototypes m. ``None`` means 10 per class. With ``init="kmeans"`` the prototypes are
         spread evenly over the classes and a class never gets more prototypes than it has distinct
@@ -236,6 +284,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
+        "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
         "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
         "attention": [StrOptions(set(ATTENTIONS)), callable],
         "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -258,6 +307,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
+        categorical_features="from_dtype",
         n_prototypes=None,
         attention="idw",
         power="auto",
@@ -277,6 +327,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         warm_start=False,
         device="cpu",
     ):
+        self.categorical_features = categorical_features
         self.n_prototypes = n_prototypes
         self.attention = attention
         self.power = power
@@ -305,8 +356,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data (dense, finite).
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training data: numbers in any units, categories (see ``categorical_features``) and missing
+            values (NaN, None, ``pd.NA``) as they come.
         y : array-like of shape (n_samples,)
             Class labels, any hashable values.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -318,12 +370,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self : IDWAttentionClassifier
         """
         with self._unchanged_on_error():
-            with _numeric("X"):
-                X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
-            _check_trainable_scale(X)
+            X, y, sample_weight = self._training_table(X, y, sample_weight, reset=True)
             check_classification_targets(y)
             classes, y_codes = np.unique(y, return_inverse=True)
-            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_sample_weight(self.class_weight, y)
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -333,25 +382,93 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     f"{type(self).__name__} needs samples of at least 2 classes with positive "
                     f"sample_weight; got {len(present)} class."
                 )
-            warm = self.warm_start and hasattr(self, "prototypes_") and self.prototypes_.shape[1] == X.shape[1]
-            warm = warm and np.array_equal(self.classes_, classes)
+            warm = self.warm_start and hasattr(self, "logits_") and np.array_equal(self.classes_, classes)
+            warm = warm and self.prototypes_.shape[1] == self.n_features_in_
             self.classes_ = classes
             self._fit_network(X, y_codes, sample_weight, check_random_state(self.random_state), warm)
         return self
+
+    def _training_table(self, X, y, sample_weight, reset, stream=False):
+        """X as the network's training input, standardised (see :mod:`protoattn._tables`), y and the
+        sample weights. On ``reset``, learns which features are categories, their categories and the
+        numeric statistics (weighted: a weight k is the same as k copies of a row); a ``stream``
+        updates the statistics with every call's rows."""
+        X = _check_2d(X)
+        validate_data(self, X, reset=reset, skip_check_array=True)  # n_features_in_, feature_names_in_
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        if reset:
+            names = getattr(self, "feature_names_in_", None)
+            self.is_categorical_ = _tables.categorical_mask(X, self.categorical_features, self.n_features_in_, names)
+        numeric, categorical = _tables.split(X, self.is_categorical_, [np.float64, np.float32], "allow-nan")
+        numeric = numeric.toarray() if sp.issparse(numeric) else numeric  # training densifies
+        sample_weight = _check_sample_weight(sample_weight, numeric, ensure_non_negative=True)
+        used = sample_weight > 0
+        if reset:
+            self.categories_ = _tables.fit_categories(categorical[used])
+            self._scaler = None
+        if reset or (stream and getattr(self, "_scaler", None) is not None):
+            means, stds, self._scaler = _tables.standardisation(numeric[used], sample_weight[used], self._scaler)
+            self.feature_means_, self.feature_stds_ = np.zeros(self.n_features_in_), np.ones(self.n_features_in_)
+            self.feature_means_[~self.is_categorical_], self.feature_stds_[~self.is_categorical_] = means, stds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value (refused below)
+            low, high = np.nanmin(numeric[used], 0, initial=np.inf), np.nanmax(numeric[used], 0, initial=-np.inf)
+        if not reset and hasattr(self, "_numeric_range"):  # the range of every row trained on so far
+            low, high = np.minimum(low, self._numeric_range[0]), np.maximum(high, self._numeric_range[1])
+        self._numeric_range = low, high
+        offset, scale, _ = self._column_standardisation()
+        Z = _tables.encode(numeric, categorical, self.is_categorical_, self.categories_)
+        Z = (Z - offset) / scale
+        empty = np.isnan(Z).all(0) & ~self.is_categorical_[self._columns()]
+        if reset and empty.any():
+            raise ValueError(
+                f"Numeric features {np.unique(self._columns()[empty]).tolist()} have no value in the training "
+                "data: drop them."
+            )
+        # In training's float32: data that differ only in their units are then the same bits.
+        return Z.astype(np.float32), y, sample_weight
+
+    def _columns(self):
+        """The feature of each column of the network's input."""
+        return _tables.column_features(self.is_categorical_, self.categories_)
+
+    def _column_standardisation(self):
+        """Offset, scale and feature of each column of the network's input: a numeric feature's
+        training mean and standard deviation, 0 and 1 in a one-hot block."""
+        columns = self._columns()
+        numeric = ~self.is_categorical_[columns]
+        offset = np.where(numeric, self.feature_means_[columns], 0.0)
+        return offset, np.where(numeric, self.feature_stds_[columns], 1.0), columns
+
+    def _encoded(self, X, dtype=np.float64, ensure_all_finite="allow-nan"):
+        """A validated raw X (or prototypes) as the network's input in the user's units."""
+        numeric, categorical = _tables.split(X, self.is_categorical_, dtype, ensure_all_finite)
+        return _tables.encode(numeric, categorical, self.is_categorical_, self.categories_)
+
+    def _to_keys(self, prototypes):
+        """Prototypes in the user's units as training's keys (standardised)."""
+        offset, scale, _ = self._column_standardisation()
+        return (self._encoded(prototypes) - offset) / scale
+
+    def _to_prototypes(self, keys):
+        """Training's keys back in the user's units (within the training range: rounding can take them
+        out by a little) and categories (one-hot blocks snapped to their largest entry)."""
+        offset, scale, columns = self._column_standardisation()
+        encoded = keys * scale + offset
+        numeric = ~self.is_categorical_[columns]
+        encoded[:, numeric] = np.clip(encoded[:, numeric], *self._numeric_range)
+        return _tables.decode(encoded, self.is_categorical_, self.categories_)
 
     def _fit_network(self, X, y, weight, rng, warm=False):
         device = _compute.resolve_device(self.device, fitting=True)
         n_classes = len(self.classes_)
         if warm:
-            keys, values = self.prototypes_, self.logits_
-        elif self.init == "kmeans":
-            per_class = self.n_prototypes or 10 * n_classes
-            counts = _training.prototypes_per_class(np.bincount(y, minlength=n_classes), per_class)
-            keys, values = _training.kmeans_prototypes(X, y, weight, counts, n_classes, rng)
+            keys, values = self._to_keys(self.prototypes_), self.logits_
         else:
             n_prototypes = self.n_prototypes or 10 * n_classes
-            keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
-        power = self._resolve_power(X.shape[1])
+            keys, values = self._initial_prototypes(X, y, weight, n_prototypes, rng)
+        power = self._resolve_power(self.n_features_in_)
         attention_params, scales = (self.attention_params_, self.feature_scales_) if warm else (None, None)
         network = self._build_network(keys, values, torch.float32, power, attention_params, scales, fitting=True)
         validation = None
@@ -370,9 +487,21 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = result.validation_scores if self.early_stopping else None
         self.best_validation_score_ = result.best_validation_score
 
+    def _initial_prototypes(self, X, y, weight, n_prototypes, rng, counts=None):
+        """Keys (standardised, one-hot blocks snapped to a category) and values to start from; missing
+        cells count as the training mean."""
+        X, n_classes = np.nan_to_num(X), len(self.classes_)
+        if self.init == "random":
+            keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
+        else:
+            if counts is None:
+                counts = _training.prototypes_per_class(np.bincount(y, minlength=n_classes), n_prototypes)
+            keys, values = _training.kmeans_prototypes(X, y, weight, counts, n_classes, rng)
+        return self._to_keys(self._to_prototypes(keys)), values
+
     def _set_trained(self, network, power, result):
         """Copy a trained network (on any device) into the numpy fitted state, with what resumes training."""
-        self.prototypes_ = network.keys.detach().cpu().numpy().astype(np.float64)
+        self.prototypes_ = self._to_prototypes(network.keys.detach().cpu().numpy().astype(np.float64))
         self.logits_ = network.values.detach().cpu().numpy().astype(np.float64)
         score_params = network.score.named_parameters() if isinstance(network.score, nn.Module) else []
         self.attention_params_ = {name: p.detach().cpu().numpy().astype(np.float64) for name, p in score_params}
@@ -434,7 +563,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     '"balanced", classes=classes, y=y_all))).'
                 )
             device = _compute.resolve_device(self.device, fitting=True)
-            X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32])
+            X, y, sample_weight = self._training_table(X, y, sample_weight, reset=first, stream=True)
             check_classification_targets(y)
             classes = self._stream_classes(classes, first)
             known = np.isin(y, classes)
@@ -444,7 +573,6 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     f"{classes.tolist()}: pass every label of the stream on the first call to partial_fit."
                 )
             y_codes = np.searchsorted(classes, y)
-            sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_class_weight(self.class_weight, classes=classes, y=y)[y_codes]
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -488,15 +616,16 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         """State of a model before its first pass: no prototype yet, every class owed its share."""
         n_classes = len(self.classes_)
         n_prototypes = self.n_prototypes or 10 * n_classes
-        self.prototypes_, self.logits_ = np.empty((0, X.shape[1])), np.empty((0, n_classes))
+        self.prototypes_, self.logits_ = self._to_prototypes(np.empty((0, X.shape[1]))), np.empty((0, n_classes))
         self._pending_prototypes = _training.prototypes_per_class(np.full(n_classes, n_prototypes), n_prototypes)
         if self.init == "random":
-            self.prototypes_, self.logits_ = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
+            keys, self.logits_ = self._initial_prototypes(X, y, weight, n_prototypes, rng)
+            self.prototypes_ = self._to_prototypes(keys)
             self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
         self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
         self.attention_params_ = {}
-        self.feature_scales_ = np.ones(X.shape[1])
-        self.power_ = self._resolve_power(X.shape[1])
+        self.feature_scales_ = np.ones(self.n_features_in_)
+        self.power_ = self._resolve_power(self.n_features_in_)
         self.n_iter_, self.loss_curve_ = 0, []
         self.validation_scores_ = self.best_validation_score_ = None
         self._spread, self._optimizer_state = 0.0, {}
@@ -507,15 +636,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if not counts.any():
             return
         rows = counts[y] > 0
-        keys, values = _training.kmeans_prototypes(X[rows], y[rows], weight[rows], counts, len(self.classes_), rng)
-        self.prototypes_ = np.concatenate([self.prototypes_, keys])
+        keys, values = self._initial_prototypes(X[rows], y[rows], weight[rows], None, rng, counts)
+        self.prototypes_ = np.concatenate([self.prototypes_, self._to_prototypes(keys)])
         self.logits_ = np.concatenate([self.logits_, values])
         self.patched_prototypes_ = np.concatenate([self.patched_prototypes_, np.zeros(len(keys), dtype=bool)])
         self._pending_prototypes = self._pending_prototypes - counts
 
     def _stream_pass(self, X, y, weight, device, rng):
         network = self._build_network(
-            self.prototypes_,
+            self._to_keys(self.prototypes_),
             self.logits_,
             torch.float32,
             self.power_,
@@ -532,8 +661,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         :meth:`partial_fit` share. A ``stream`` pass continues the learning rate's scale and Adam's
         moments of the calls before, at a constant learning rate."""
         seed = int(rng.randint(2**31 - 1)) + (self.n_iter_ if stream else 0)  # each pass its own shuffle
+        network = network.to(device)
         result = _training.train(
-            network.to(device),
+            network,
             torch.as_tensor(X, dtype=torch.float32, device=device),
             torch.as_tensor(y, device=device),
             torch.as_tensor(weight, dtype=torch.float32, device=device),
@@ -549,9 +679,31 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             spread=(self._spread or None) if stream else None,
             optimizer_state=self._optimizer_state if stream else None,
             anneal_learning_rate=not stream,
+            project=self._projection(network),
         )
         self._set_trained(network, power_schedule(max_epochs), result)  # the final power, however training ended
         return result
+
+    def _projection(self, network):
+        """What keeps training's keys in the data after each step: numeric columns within the range of
+        the rows trained on, one-hot blocks where they were placed, on a category."""
+        offset, scale, columns = self._column_standardisation()
+        frozen = self.is_categorical_[columns]
+        bounds = []
+        for bound, infinite in zip(self._numeric_range, (-np.inf, np.inf), strict=True):
+            full = np.full(len(columns), infinite)
+            full[~frozen] = (bound - offset[~frozen]) / scale[~frozen]
+            bounds.append(torch.as_tensor(full, dtype=network.keys.dtype, device=network.keys.device))
+        keys = network.keys.detach()
+        frozen = torch.as_tensor(np.flatnonzero(frozen), device=keys.device)
+        placed = keys[:, frozen].clone()
+
+        def project():
+            torch.clamp(keys, *bounds, out=keys)
+            if len(frozen):
+                keys[:, frozen] = placed
+
+        return project
 
     def _attention_name(self):
         return self.attention if isinstance(self.attention, str) else None
@@ -565,14 +717,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return 2.0 * max(round(math.sqrt(n_features)), 1)
 
     def _build_network(self, keys, values, dtype, power, attention_params=None, feature_scales=None, fitting=False):
-        """The torch network of these arrays; ``fitting`` makes the metric's scales trainable
-        (with ``metric="diagonal"``), else they are constants, left out when all 1."""
+        """The torch network of these arrays. ``fitting``: keys and inputs are standardised, and the
+        metric's scales trainable (with ``metric="diagonal"``); else keys are in the user's units, the
+        network standardises, and the scales are constants, left out when all 1."""
         learn_scales = fitting and self.metric == "diagonal"
         log_scales = None
         if learn_scales or (feature_scales is not None and np.any(feature_scales != 1)):
-            log_scales = torch.log(
-                torch.as_tensor(np.ones(keys.shape[1]) if feature_scales is None else feature_scales)
-            )
+            ones = np.ones(self.n_features_in_)
+            log_scales = torch.log(torch.as_tensor(ones if feature_scales is None else feature_scales)).to(dtype)
+        offset, scale, columns = self._column_standardisation()
         entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
         if isinstance(entry, type) and issubclass(entry, nn.Module):
             score = entry(keys.shape[1])
@@ -592,8 +745,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             power,
             self.eps,
             softmax=self._attention_name() not in SOFTMAX_FREE,
-            log_scales=None if log_scales is None else log_scales.to(dtype),
+            log_scales=log_scales,
             learn_scales=learn_scales,
+            column_features=torch.as_tensor(columns) if self.is_categorical_.any() else None,
+            offset=None if fitting else torch.as_tensor(offset, dtype=dtype),
+            scale=None if fitting else torch.as_tensor(scale, dtype=dtype),
         )
         return network.to(dtype)
 
@@ -630,7 +786,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if prototypes is None:
             prototypes, logits = self._model()
         return self._build_network(
-            prototypes,
+            self._encoded(prototypes),
             logits,
             dtype,
             self.power_,
@@ -639,42 +795,47 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def _validate_X(self, X):
-        """X checked and converted for prediction, except for infinite and missing values, which
-        :meth:`_in_chunks` (where every validated X goes) rejects a chunk at a time."""
+        """A raw X checked and encoded for the network (in X's float dtype when every feature is
+        numeric); infinite values are refused by :meth:`_in_chunks`, a chunk at a time."""
         check_is_fitted(self)
-        with _numeric("X"):
-            X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=False)
-        return X
+        X = _check_2d(X)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        return self._encoded(X, [np.float64, np.float32], ensure_all_finite=False)
 
     @_compute.limit_threads
     def _in_chunks(self, X, what="logits", finish=None, prototypes=None, logits=None):
-        """The network's ``what`` (``"logits"`` or ``"weights"``) for a validated X, in X's dtype, over
-        row chunks, each checked for infinite values (unless ``assume_finite``) and passed through
-        ``finish``, into one numpy array (float64 for floats): memory stays bounded by the chunk size."""
+        """The network's ``what`` for an encoded X, in X's dtype, over row chunks passed through
+        ``finish``, into one numpy array (float64 for floats): memory stays bounded by the chunk size.
+
+        ``what`` is ``"logits"``, ``"weights"`` or a function ``(network, X_chunk) -> Tensor``. Each
+        chunk is checked for infinite values (unless ``assume_finite``); complete chunks of logits
+        take the CPU's fast path where there is one (:mod:`protoattn._fast`).
+        """
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         device = _compute.resolve_device(self.device, fitting=False)
         network = self._network(dtype, prototypes, logits).to(device)
-        compute = _fast.predictor(network) if what == "logits" else None
-        if compute is None:
-            method = network.forward if what == "logits" else network.weights
+        fast = _fast.predictor(network) if what == "logits" else None
+        method = {"logits": network.forward, "weights": network.weights}.get(what) or (lambda x: what(network, x))
 
-            def compute(rows):  # torch wraps only writable memory with positive strides: else a copy
-                return method(torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(device)).cpu().numpy()
+        def definition(rows):  # torch wraps only writable memory with positive strides: else a copy
+            return method(torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(device)).cpu().numpy()
 
         check = not get_config()["assume_finite"]
         step = _chunk_rows(len(network.keys), X.dtype)
         out = None
         with torch.inference_mode():
-            for start in range(0, len(X), step):
+            for start in range(0, X.shape[0], step):
                 rows = X[start : start + step]
-                with np.errstate(over="ignore"):  # a sum that overflows is checked by sklearn below
-                    finite = math.isfinite(rows.sum())
-                if check and not finite:
+                rows = rows.toarray() if sp.issparse(rows) else rows  # a sparse X densified a chunk at a time
+                with np.errstate(over="ignore"):  # a sum that overflows is checked below
+                    complete = math.isfinite(rows.sum())
+                if check and not complete and np.isinf(rows).any():
                     assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
-                part = compute(rows) if finish is None else finish(compute(rows))
+                part = (fast if fast is not None and complete else definition)(rows)
+                part = part if finish is None else finish(part)
                 if out is None:
                     kind = np.float64 if np.issubdtype(part.dtype, np.floating) else part.dtype
-                    out = np.empty((len(X), *part.shape[1:]), dtype=kind)
+                    out = np.empty((X.shape[0], *part.shape[1:]), dtype=kind)
                 out[start : start + len(part)] = part
         return out
 
@@ -720,23 +881,43 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             )
         return self._in_chunks(self._validate_X(X), "weights")
 
+    def prototypes_frame(self):
+        """The prototypes as a :class:`pandas.DataFrame`: one row each, the features as columns in the
+        user's units and categories, then ``label`` (``prototype_labels_``) and ``patched``
+        (``patched_prototypes_``)."""
+        import pandas as pd
+
+        check_is_fitted(self)
+        with _PATCHING:
+            prototypes, logits, patched = self.prototypes_, self.logits_, self.patched_prototypes_
+        frame = pd.DataFrame(prototypes, columns=self._feature_names()).infer_objects()
+        return frame.assign(label=self._labels(logits), patched=patched)
+
+    def _feature_names(self):
+        default = np.array([f"x{j}" for j in range(self.n_features_in_)], dtype=object)
+        return getattr(self, "feature_names_in_", default)
+
     def explain(self, X, top_k=3):
         """The ``top_k`` prototypes behind each prediction, with weights and contributions.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            As for :meth:`predict`.
         top_k : int, default=3
             Prototypes to report per sample (at most m).
 
         Returns
         -------
         Explanation
-            See :class:`protoattn.Explanation`; its ``to_frame()`` gives a pandas table.
+            See :class:`protoattn.Explanation`: ``to_frame()`` gives a table of the prototypes,
+            ``feature_frame(i)`` the features behind sample i's closeness to its first prototype.
         """
         if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+        index = np.asarray(X.index) if hasattr(X, "index") and hasattr(X, "columns") else None
         X = self._validate_X(X)
+        X = X.toarray() if sp.issparse(X) else X
         prototypes, logits = self._model()  # one model for every chunk, whatever a patch does meanwhile
         n, k = len(X), min(int(top_k), len(prototypes))
         explanation = Explanation(
@@ -746,6 +927,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             prototype_labels=np.empty((n, k), dtype=self.classes_.dtype),
             weights=np.empty((n, k)),
             contributions=np.empty((n, k)),
+            feature_terms=np.empty((n, k, self.n_features_in_)),
+            samples=_tables.decode(X, self.is_categorical_, self.categories_),
+            prototypes=prototypes,
+            feature_names=self._feature_names(),
+            index=np.arange(n) if index is None else index,
         )
         # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
         # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
@@ -766,6 +952,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         out.prototype_labels[rows] = self._labels(logits)[order]
         out.weights[rows] = np.take_along_axis(weights, order, axis=1)
         out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
+        terms = self._in_chunks(
+            X, lambda network, x: network.feature_terms(x, torch.as_tensor(order)), None, prototypes, logits
+        )
+        out.feature_terms[rows] = terms
 
     # ---------------------------------------------------------------- patch
 
@@ -810,11 +1000,16 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         ):
             raise ValueError(f"replace must be None or a prototype index in [0, {m}), got {replace!r}.")
         index = m if replace is None else int(replace)
+        if np.isnan(x).all():
+            raise ValueError("x has no observed feature: a prototype needs at least one value to sit at.")
         old_logits = self._in_chunks(x)[0]
-        grow = 1 if replace is None else 0
-        prototypes = np.concatenate([self.prototypes_, np.empty((grow, x.shape[1]))])
-        logits = np.concatenate([self.logits_, np.empty((grow, len(self.classes_)))])
-        prototypes[index], logits[index] = x[0], 0.0
+        # Missing cells of x are taken from the prototype it attends to most: prototypes are complete.
+        nearest = np.argmax(self._in_chunks(x, "weights")[0])
+        filled = np.where(np.isnan(x), self._encoded(self.prototypes_[nearest : nearest + 1]), x)
+        row = _tables.decode(filled, self.is_categorical_, self.categories_)
+        prototypes = np.concatenate([self.prototypes_, row]) if replace is None else self.prototypes_.copy()
+        logits = np.concatenate([self.logits_, np.empty((1 if replace is None else 0, len(self.classes_)))])
+        prototypes[index], logits[index] = row[0], 0.0
         weights = self._in_chunks(x, "weights", None, prototypes, logits)[0]
         w = weights[index]
         # Logits at x with the new value v = old_logits + η e_y are base + w v; solve for η.
@@ -859,11 +1054,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if hasattr(x, "to_frame") and getattr(x, "ndim", 0) == 1:
             x = x.to_frame().T  # a pandas Series: one row with its feature names
         elif np.ndim(x) == 1:
-            x = np.reshape(np.asarray(x), (1, -1))
+            x = np.reshape(x if isinstance(x, np.ndarray) else np.asarray(x, dtype=object), (1, -1))
         if np.ndim(x) != 2 or np.shape(x)[0] != 1:
             raise ValueError(f"x must be one sample of {self.n_features_in_} features, got shape {np.shape(x)}.")
-        with _numeric("x"):
-            return validate_data(self, x, reset=False, dtype=np.float64)
+        validate_data(self, x, reset=False, skip_check_array=True)
+        x = self._encoded(x)
+        return x.toarray() if sp.issparse(x) else x
 
     def _class_index(self, y):
         if np.ndim(y) != 0:
@@ -875,7 +1071,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        tags.input_tags.string = True
+        tags.input_tags.sparse = True  # densified: for training at once, for prediction a chunk at a time
         return tags
 
     # -------------------------------------------------------------- persist
@@ -961,25 +1160,13 @@ def _softmax(logits):
     return p
 
 
-@contextlib.contextmanager
-def _numeric(argument):
-    """Name the argument and the fix when numpy cannot turn its values into numbers."""
-    try:
-        yield
-    except ValueError as error:
-        if "could not convert" not in str(error):
-            raise
-        raise ValueError(
-            f"{argument} must be numeric: {error}. Encode text and categorical columns first, e.g. with "
-            "sklearn.preprocessing.OneHotEncoder in a pipeline."
-        ) from error
-
-
-def _check_trainable_scale(X):
-    # Training runs in float32, where squared distances, at most n_features * (2 max|x|)^2, must fit.
-    largest = max(abs(float(X.max())), abs(float(X.min())))
-    if 2 * largest * math.sqrt(X.shape[1]) >= math.sqrt(np.finfo(np.float32).max):
-        raise ValueError(
-            f"X has values up to {largest:.3g} in magnitude: too large for training, which runs in float32 "
-            "(squared distances would overflow). Scale the features, e.g. with sklearn.preprocessing.StandardScaler."
-        )
+def _check_2d(X):
+    """X as a DataFrame, sparse matrix or array (an object array for lists, whose columns may mix
+    numbers and categories), with scikit-learn's error when it is not 2-D."""
+    if hasattr(X, "columns") or sp.issparse(X):
+        return X
+    X = X if isinstance(X, np.ndarray) or hasattr(X, "__array__") else np.asarray(X, dtype=object)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        check_array(X, dtype=None, ensure_all_finite=False)
+    return X

@@ -129,7 +129,7 @@ def _assert_same_state(state, clf, X):
     "args, kwargs, error",
     [
         (([1.0, 2.0, 3.0], 0), {}, ValueError),  # wrong length
-        (([np.nan, 0, 0, 0], 0), {}, ValueError),
+        (([np.nan] * 4, 0), {}, ValueError),  # no observed feature
         (([np.inf, 0, 0, 0], 0), {}, ValueError),
         (([0.0, 0, 0, 0], "cat"), {}, ValueError),  # unknown label
         (([0.0, 0, 0, 0], 7), {}, ValueError),

@@ -33,14 +33,13 @@ def _softmax(z):
 # ------------------------------------------------------------------------------------- bad input
 
 BAD_X = {
-    "NaN": (np.full((2, 4), np.nan), ValueError, "Input X contains NaN"),
     "inf": (np.full((2, 4), np.inf), ValueError, "Input X contains infinity"),
     "wrong width": (np.zeros((2, 3)), ValueError, "X has 3 features, but .* expecting 4"),
     "empty": (np.zeros((0, 4)), ValueError, "0 sample"),
     "1-D": (np.zeros(4), ValueError, "(?s)Expected 2D array.*reshape"),
     "3-D": (np.zeros((2, 4, 1)), ValueError, "dim 3"),
-    "strings": ([["a", 1.0, 2.0, 3.0]], ValueError, "X must be numeric.*OneHotEncoder"),
-    "sparse": (sp.csr_matrix(np.ones((2, 4))), TypeError, "Sparse data was passed for X.*toarray"),
+    "strings": ([["a", 1.0, 2.0, 3.0]], ValueError, "not numbers.*categorical_features"),
+    "sparse with infinity": (sp.csr_matrix(np.full((2, 4), np.inf)), ValueError, "Input X contains infinity"),
 }
 PREDICTING = ["predict", "predict_proba", "predict_log_proba", "decision_function", "attention_weights", "explain"]
 
@@ -56,7 +55,9 @@ def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, meth
     _assert_same_state(before, fitted, X)
 
 
-@pytest.mark.parametrize("value, message", [(np.nan, "Input X contains NaN"), (-np.inf, "Input X contains infinity")])
+@pytest.mark.parametrize(
+    "value, message", [(np.inf, "Input X contains infinity"), (-np.inf, "Input X contains infinity")]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_bad_value_in_any_row_chunk_is_refused(fitted, value, message, dtype):
     # Prediction checks X a chunk of rows at a time: a bad value in the last of several chunks.
@@ -79,10 +80,10 @@ def test_finite_rows_whose_sum_overflows_are_accepted(fitted):
 def test_assume_finite_skips_the_check(fitted):
     import sklearn
 
-    X = np.full((2, 4), np.nan)
-    with sklearn.config_context(assume_finite=True):
+    X = np.full((2, 4), np.inf)
+    with sklearn.config_context(assume_finite=True), np.errstate(invalid="ignore"):
         fitted.predict_proba(X)  # no error: the user vouched for X, as in scikit-learn
-    with pytest.raises(ValueError, match="Input X contains NaN"):
+    with pytest.raises(ValueError, match="Input X contains infinity"):
         fitted.predict_proba(X)
 
 
@@ -103,15 +104,18 @@ def test_reversed_fortran_and_read_only_arrays_work_like_a_copy(fitted, iris):
 @pytest.mark.parametrize(
     "refit, error, message",
     [
-        (lambda c, X, y: c.fit(X.astype(object).tolist()[:-1] + [["a"] * 4], y), ValueError, "X must be numeric"),
-        (lambda c, X, y: c.fit(sp.csr_matrix(X), y), TypeError, "Sparse data"),
-        (lambda c, X, y: c.fit(np.where(X > 2, np.nan, X), y), ValueError, "Input X contains NaN"),
+        (lambda c, X, y: c.fit(X.astype(object).tolist()[:-1] + [["a"] * 4], y), ValueError, "not numbers"),
+        (lambda c, X, y: c.fit(np.where(X > 2, np.inf, X), y), ValueError, "Input X contains infinity"),
+        (
+            lambda c, X, y: c.fit(np.column_stack([X[:, :3], np.nan * X[:, 3]]), y),
+            ValueError,
+            "no value in the training",
+        ),
         (lambda c, X, y: c.fit(X, np.where(y == 0, np.nan, y)), ValueError, "Input y contains NaN"),
         (lambda c, X, y: c.fit(X, X[:, 0]), ValueError, "Unknown label type"),
         (lambda c, X, y: c.fit(X, np.zeros(len(y))), ValueError, "at least 2 classes"),
         (lambda c, X, y: c.fit(X, y[:-1]), ValueError, "inconsistent numbers of samples"),
         (lambda c, X, y: c.fit(X[:0], y[:0]), ValueError, "0 sample"),
-        (lambda c, X, y: c.fit(X * 1e20, y), ValueError, "too large for training.*StandardScaler"),
         (lambda c, X, y: c.fit(X, y, sample_weight=-np.ones(len(y))), ValueError, "sample_weight"),
         (lambda c, X, y: c.set_params(learning_rate=1e38).fit(X, y), ValueError, "learning_rate=1e\\+38 is too large"),
     ],
@@ -128,8 +132,8 @@ def test_bad_training_input_is_refused_and_a_refit_changes_nothing(fitted, iris,
 @pytest.mark.parametrize(
     "x, y, kwargs, error, message",
     [
-        (["a", 0.0, 0.0, 0.0], 0, {}, ValueError, "x must be numeric"),
-        (sp.csr_matrix(np.zeros((1, 4))), 0, {}, TypeError, "Sparse data"),
+        (["a", 0.0, 0.0, 0.0], 0, {}, ValueError, "not numbers.*categorical_features"),
+        (sp.csr_matrix(np.full((1, 4), np.inf)), 0, {}, ValueError, "infinity"),
         (np.zeros(0), 0, {}, ValueError, "0 feature"),
         (None, 0, {}, ValueError, "x must be one sample of 4 features"),
         (np.zeros(4), None, {}, ValueError, "Unknown label None"),

@@ -1,0 +1,200 @@
+"""Raw tables in and out of the network: which columns are categories, their encoding, and the way
+back to the user's units and categories.
+
+Each numeric feature is one column of the encoding, in the user's units (the network standardises it
+with the training statistics, :func:`standardisation`); each categorical feature is a one-hot block,
+one column per training category. A missing cell (NaN, None, ``pd.NA``) is NaN in the encoding, a
+whole block of NaN for a categorical feature, and so is a category that training never saw: distances
+then skip it (:func:`protoattn.attention.squared_distances`).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_array
+
+
+def categorical_mask(X, categorical_features, n_features, feature_names=None):
+    """Which features are categorical, as a boolean mask, for ``categorical_features`` as in
+    :class:`~sklearn.ensemble.HistGradientBoostingClassifier`: ``"from_dtype"`` (the columns of a
+    DataFrame whose dtype is ``category``, ``object``, ``string`` or ``bool``), None, or a list of
+    names, of indices, or a boolean mask."""
+    if categorical_features is None:
+        return np.zeros(n_features, dtype=bool)
+    if isinstance(categorical_features, str):  # "from_dtype"
+        dtypes = getattr(X, "dtypes", None)
+        if dtypes is None or not hasattr(X, "columns"):
+            return np.zeros(n_features, dtype=bool)
+        return np.array([not _numeric_dtype(dtype) for dtype in dtypes], dtype=bool)
+    given = np.asarray(categorical_features)
+    if given.dtype == bool:
+        if given.shape != (n_features,):
+            raise ValueError(
+                f"categorical_features as a boolean mask must have one entry per feature ({n_features}), "
+                f"got shape {given.shape}."
+            )
+        return given.copy()
+    mask = np.zeros(n_features, dtype=bool)
+    for item in given.ravel().tolist():
+        if isinstance(item, str):
+            if feature_names is None or item not in list(feature_names):
+                raise ValueError(
+                    f"categorical_features names {item!r}, which is not a column of X "
+                    f"({'X has no column names' if feature_names is None else list(feature_names)})."
+                )
+            mask[list(feature_names).index(item)] = True
+        elif isinstance(item, Integral) and -n_features <= item < n_features:
+            mask[item] = True
+        else:
+            raise ValueError(
+                f"categorical_features must hold column names or indices in [0, {n_features}), got {item!r}."
+            )
+    return mask
+
+
+def _numeric_dtype(dtype) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def split(X, is_categorical, dtype=np.float64, ensure_all_finite="allow-nan"):
+    """The numeric columns of a raw X as floats (NaN where missing) and the categorical ones as an
+    object array (None where missing). With no categorical feature, X itself through
+    :func:`~sklearn.utils.check_array` in ``dtype`` (a list of dtypes keeps X's if it is one);
+    ``ensure_all_finite`` as there; a sparse X stays a CSR matrix."""
+    if not is_categorical.any():
+        numeric = _numbers(X, dtype, ensure_all_finite)
+        return numeric, np.empty((numeric.shape[0], 0), dtype=object)
+    columns = _columns(X)
+    numeric = [
+        _numbers(c.reshape(-1, 1), np.float64, ensure_all_finite)[:, 0]
+        for c, cat in zip(columns, is_categorical, strict=True)
+        if not cat
+    ]
+    categorical = [_categories(c) for c, cat in zip(columns, is_categorical, strict=True) if cat]
+    n = len(columns[0])
+    return (
+        np.column_stack(numeric) if numeric else np.empty((n, 0)),
+        np.column_stack(categorical) if categorical else np.empty((n, 0), dtype=object),
+    )
+
+
+def _columns(X):
+    """The columns of X as 1-D arrays (object arrays where mixed)."""
+    if sp.issparse(X):
+        X = X.toarray()
+    if hasattr(X, "columns"):
+        return [X.iloc[:, j].to_numpy(dtype=object, na_value=None) for j in range(X.shape[1])]
+    array = np.asarray(X, dtype=object)
+    if array.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {array.shape}.")
+    return list(array.T)
+
+
+def _numbers(X, dtype, ensure_all_finite):
+    try:
+        return check_array(X, accept_sparse="csr", dtype=dtype, ensure_all_finite=ensure_all_finite, input_name="X")
+    except (ValueError, TypeError) as error:
+        if "could not convert" not in str(error) and "float()" not in str(error) and "NAType" not in str(error):
+            raise
+        raise ValueError(
+            f"X holds values that are not numbers ({error}). Name the categorical columns with "
+            "categorical_features (a DataFrame's object, string and category columns are found by "
+            'the default "from_dtype"), or encode them first.'
+        ) from error
+
+
+def _categories(column):
+    """A categorical column as objects, with None for every kind of missing value."""
+    import pandas as pd
+
+    return np.array([None if _missing(v, pd) else v for v in column], dtype=object)
+
+
+def _missing(value, pd) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+
+
+def fit_categories(categorical):
+    """The sorted training categories of each categorical column."""
+    categories = []
+    for j in range(categorical.shape[1]):
+        present = [v for v in categorical[:, j] if v is not None]
+        if not present:
+            raise ValueError(f"Categorical column {j} has no value in the training data: drop it.")
+        try:
+            categories.append(np.array(sorted(set(present)), dtype=object))
+        except TypeError as error:
+            raise ValueError(
+                f"Categorical column {j} mixes values that cannot be ordered ({error}): use one type per column."
+            ) from error
+    return categories
+
+
+def standardisation(numeric, sample_weight=None, scaler=None):
+    """Means and scales of the numeric columns (over the observed cells; scale 1 where a column is
+    constant) by a :class:`~sklearn.preprocessing.StandardScaler`, and the scaler: pass it back to
+    update them with more rows (a stream)."""
+    if not numeric.shape[1]:
+        return np.zeros(0), np.ones(0), None
+    scaler = (scaler or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
+    return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler
+
+
+def encode(numeric, categorical, is_categorical, categories, dtype=np.float64):
+    """The network's input: one column per numeric feature in the user's units, one one-hot block per
+    categorical feature, in the features' order; NaN where missing or unknown."""
+    if not is_categorical.any():
+        return numeric
+    n = len(numeric)
+    parts, numeric_j, categorical_j = [], 0, 0
+    for cat in is_categorical:
+        if not cat:
+            parts.append(numeric[:, numeric_j : numeric_j + 1].astype(dtype))
+            numeric_j += 1
+            continue
+        known = categories[categorical_j]
+        codes = _codes(categorical[:, categorical_j], known)
+        block = np.zeros((n, len(known)), dtype=dtype)
+        block[np.arange(n)[codes >= 0], codes[codes >= 0]] = 1.0
+        block[codes < 0] = np.nan
+        parts.append(block)
+        categorical_j += 1
+    return np.concatenate(parts, axis=1)
+
+
+def _codes(values, known):
+    """Each value's index among the sorted ``known`` categories; -1 where missing or unknown."""
+    lookup = {v: i for i, v in enumerate(known.tolist())}
+    return np.array([lookup.get(v, -1) if v is not None else -1 for v in values.tolist()], dtype=np.intp)
+
+
+def column_features(is_categorical, categories):
+    """For each column of the encoding, the feature it belongs to."""
+    sizes = iter([len(c) for c in categories])
+    return np.repeat(np.arange(len(is_categorical)), [next(sizes) if cat else 1 for cat in is_categorical])
+
+
+def decode(encoded, is_categorical, categories):
+    """Rows of the encoding back in the user's units and categories: a float array when every feature
+    is numeric, else an object array (a block's largest entry names its category)."""
+    if not is_categorical.any():
+        return encoded
+    rows = np.empty((len(encoded), len(is_categorical)), dtype=object)
+    start, categorical_j = 0, 0
+    for j, cat in enumerate(is_categorical):
+        if not cat:
+            rows[:, j] = encoded[:, start].tolist()
+            start += 1
+            continue
+        known = categories[categorical_j]
+        block = encoded[:, start : start + len(known)]
+        rows[:, j] = np.where(np.isnan(block).all(1), None, known[np.argmax(np.nan_to_num(block, nan=-1.0), axis=1)])
+        start += len(known)
+        categorical_j += 1
+    return rows
