@@ -273,7 +273,7 @@ def plot_attention(clf, x, *, top_k=10, name=None, class_names=None, ax=None):
     """Where one sample's attention goes: the ``top_k`` prototypes with the largest weights.
 
     One horizontal bar per prototype, largest first, coloured by the prototype's class and labelled
-    ``#index (class)`` with its weight; patched prototypes have a magenta edge and label. The x axis
+    ``#index (class name)`` with its weight; patched prototypes have a magenta edge and label. The x axis
     label states the share of the attention these prototypes hold (the weights over all prototypes sum
     to 1).
 
@@ -320,7 +320,7 @@ def plot_attention(clf, x, *, top_k=10, name=None, class_names=None, ax=None):
     ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     ax.margins(x=0.12)  # room for the value labels
     ax.set_xlim(left=0)
-    labels = [f"#{i} ({names[codes[i]]}{', patched' if p else ''})" for i, p in zip(order, patched, strict=True)]
+    labels = [f"#{i} (class {names[codes[i]]}{', patched' if p else ''})" for i, p in zip(order, patched, strict=True)]
     ax.set_yticks(np.arange(k), labels=labels)
     for tick, p in zip(ax.get_yticklabels(), patched, strict=True):
         if p:
@@ -379,7 +379,7 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
         )
         _draw_explanation_images(axes, clf, np.asarray(row, dtype=float)[0], e, shape, names, predicted)
         ax = axes["bars"]
-    labels = [f"#{i} ({names[codes[i]]}), weight {w:.3f}" for i, w in zip(indices, weights, strict=True)]
+    labels = [f"#{i} (class {names[codes[i]]}), weight {w:.3f}" for i, w in zip(indices, weights, strict=True)]
     values = list(contributions)
     colors = _class_colors(len(clf.classes_))
     bar_colors = list(colors[codes[indices]])
@@ -398,7 +398,7 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
             tick.set_color(PATCHED_COLOR)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"contribution to the logit of class {predicted} (weight × the prototype's logit)")
+    ax.set_xlabel(f"contribution to the logit of class {predicted}")
     ax.set_title(f"predicted {predicted}: logit {e.logit[0]:.3f} = sum of the bars")
     return fig
 
@@ -415,7 +415,7 @@ def _draw_explanation_images(axes, clf, x, e, shape, names, predicted):
     for j, (i, w) in enumerate(zip(e.prototype_indices[0], e.weights[0], strict=True)):
         ax = axes[f"p{j}"]
         ax.imshow(clf.prototypes_[i].reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
-        ax.set_title(f"#{i} {names[codes[i]]}\nweight {w:.2f}", fontsize=9)
+        ax.set_title(f"#{i} class {names[codes[i]]}\nweight {w:.2f}", fontsize=9)
         if clf.patched_prototypes_[i]:
             _mark_patched(ax)
     for name, ax in axes.items():
