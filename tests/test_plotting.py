@@ -229,10 +229,10 @@ def test_attention_shows_the_top_k_prototypes_labelled_by_class(digits):
     assert len(ax.patches) == 4  # the top 4 of the model's 21 prototypes only, largest first
     np.testing.assert_allclose([bar.get_width() for bar in ax.patches], weights[top])
     codes = np.argmax(clf.logits_, axis=1)
-    expected = [f"#{i} ({names[codes[i]]}{', patched' if clf.patched_prototypes_[i] else ''})" for i in top]
+    expected = [f"#{i} (class {names[codes[i]]}{', patched' if clf.patched_prototypes_[i] else ''})" for i in top]
     assert [t.get_text() for t in ax.get_yticklabels()] == expected
     # X[0] was patched to class 1, so the patched prototype takes its attention and is marked.
-    assert expected[0] == f"#{len(clf.prototypes_) - 1} (digit 1, patched)"
+    assert expected[0] == f"#{len(clf.prototypes_) - 1} (class digit 1, patched)"
     marked = [to_rgba(bar.get_edgecolor()) == PATCHED for bar in ax.patches]
     assert marked == clf.patched_prototypes_[top].tolist()
     assert ax.get_title() == "attention of image 0: predicted digit 1"
@@ -264,7 +264,7 @@ def test_explanation_bars_add_up_to_the_logit(patched, moons):
     named = plot_explanation(patched, X[[7]], top_k=3, class_names=["upper", "lower"]).axes[0]
     names = np.array(["upper", "lower"])[np.searchsorted(patched.classes_, e.prototype_labels[0])]
     labels = [
-        f"#{i} ({n}), weight {w:.3f}" for i, n, w in zip(e.prototype_indices[0], names, e.weights[0], strict=True)
+        f"#{i} (class {n}), weight {w:.3f}" for i, n, w in zip(e.prototype_indices[0], names, e.weights[0], strict=True)
     ]
     assert [t.get_text() for t in named.get_yticklabels()][:3] == labels
     predicted = ["upper", "lower"][int(e.predicted[0])]
