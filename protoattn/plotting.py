@@ -1,13 +1,17 @@
 """Matplotlib displays of a fitted :class:`~protoattn.IDWAttentionClassifier` (the ``plot`` extra).
 
 matplotlib is imported inside the functions, so ``import protoattn`` never needs it. Each function returns
-what it drew on (a Figure, or the Axes it was given or made) and never calls ``plt.show()``. Colours are
-per class and shared by all displays; prototypes placed by ``add_prototype`` are outlined in magenta.
+what it drew on (a Figure, or the Axes it was given or made) and never calls ``plt.show()``. Every display
+labels its axes, states the units of its colour scale and names classes by ``class_names`` when given (the
+labels of ``clf.classes_`` otherwise), so that a figure can be read without the code that made it. Colours
+are per class and shared by all displays; prototypes placed by ``add_prototype`` are outlined in magenta.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
+from numbers import Integral
 
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
@@ -22,8 +26,12 @@ PATCHED_COLOR = "magenta"
 # Above this many rows or columns, a heatmap's ticks are left to matplotlib instead of naming each one.
 _MAX_NAMED_TICKS = 60
 
+# Default ends of a colour scale, as percentiles of the prototypes' values: a few extreme values (k-means
+# centres pushed past the data by training) would otherwise wash out every other prototype.
+_ROBUST_RANGE = (2, 98)
 
-def plot_prototypes(clf, image_shape=None, feature_names=None):
+
+def plot_prototypes(clf, image_shape=None, feature_names=None, *, class_names=None, unit=None, vmin=None, vmax=None):
     """The prototypes grouped by class: images when ``image_shape`` is given, else a heatmap.
 
     Parameters
@@ -31,44 +39,69 @@ def plot_prototypes(clf, image_shape=None, feature_names=None):
     clf : fitted IDWAttentionClassifier
     image_shape : (height, width) or None, default=None
         Draw each prototype as a grey image of this shape (``height * width == n_features_in_``): one row
-        of images per class, titled with the prototype's index.
+        of images per class, each titled with the prototype's index, dark for large values.
     feature_names : list of str or None, default=None
         Column names of the heatmap; default ``clf.feature_names_in_`` if the model was fitted on a
-        DataFrame, else ``x0, x1, ...``. Rows are the prototypes sorted by class, labelled ``#index class``.
+        DataFrame, else ``x0, x1, ...``. Rows are the prototypes sorted by class, labelled
+        ``#index class``.
+    class_names : list of str, dict or None, default=None
+        Names of the classes, in the order of ``clf.classes_`` (a list) or by label (a dict), e.g. a
+        data set's ``target_names`` for a model fitted on codes 0, 1, ...; default the labels themselves.
+    unit : str or None, default=None
+        What the values measure, for the colour bar's label, e.g. ``"z-score"`` behind a
+        ``StandardScaler`` or ``"pixel intensity"``; default "in the features' units".
+    vmin, vmax : float or None, default=None
+        Ends of the colour scale; values beyond are drawn in the end colours (the colour bar shows an
+        arrow). Default: the 2nd and 98th percentiles of all prototype values. The heatmap widens the
+        range to be symmetric about 0 when it holds 0, so that white is 0 (red above, blue below).
 
     Returns
     -------
     matplotlib.figure.Figure
+        Titled, with a colour bar labelled "prototype value (unit)".
     """
     _check_fitted(clf)
+    names = _class_names(clf, class_names)
     plt = _pyplot()
+    label = "prototype value " + (f"({unit})" if unit else "(in the features' units)")
     if image_shape is not None:
         if feature_names is not None:
             raise ValueError("Pass image_shape (images) or feature_names (heatmap), not both.")
-        return _prototype_images(clf, _check_image_shape(image_shape, clf.n_features_in_), plt)
-    return _prototype_heatmap(clf, _feature_names(clf, feature_names), plt)
+        shape = _check_image_shape(image_shape, clf.n_features_in_)
+        return _prototype_images(clf, shape, names, label, _value_range(clf.prototypes_, vmin, vmax), plt)
+    features = _feature_names(clf, feature_names)
+    return _prototype_heatmap(clf, features, names, label, _value_range(clf.prototypes_, vmin, vmax), plt)
 
 
-def _prototype_images(clf, shape, plt):
+def _prototype_images(clf, shape, names, label, value_range, plt):
     groups = _groups_by_class(clf)
     n_cols = max(max(len(group) for group in groups), 1)
     fig, axes = plt.subplots(
-        len(groups), n_cols, figsize=(0.9 * n_cols + 0.8, 1.0 * len(groups) + 0.3), squeeze=False, layout="constrained"
+        len(groups),
+        n_cols,
+        figsize=(0.9 * n_cols + 2.0, 1.0 * len(groups) + 0.6),
+        squeeze=False,
+        layout="constrained",
     )
-    # One grey scale for all, from the 1st to the 99th percentile: robust to a few extreme prototypes.
-    vmin, vmax = np.percentile(clf.prototypes_, [1, 99])
-    for label, group, row in zip(clf.classes_, groups, axes, strict=True):
-        row[0].set_ylabel(str(label), rotation=0, ha="right", va="center", fontsize=11)
+    vmin, vmax = value_range
+    image = None
+    for name, group, row in zip(names, groups, axes, strict=True):
+        row[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=11)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_frame_on(False)
         for ax, i in zip(row, group, strict=False):
-            ax.imshow(clf.prototypes_[i].reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
+            # One grey scale for all, so that prototypes can be compared pixel by pixel.
+            image = ax.imshow(clf.prototypes_[i].reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
             ax.set_frame_on(True)
             ax.set_title(f"#{i}", fontsize=8)
             if clf.patched_prototypes_[i]:
                 _mark_patched(ax)
+    fig.colorbar(
+        image, ax=axes, label=label, shrink=min(1.0, 4 / len(groups)), extend=_extend(clf.prototypes_, vmin, vmax)
+    )
+    fig.suptitle(f"the {len(clf.prototypes_)} prototypes, one row per class" + _patched_note(clf))
     return fig
 
 
@@ -79,26 +112,31 @@ def _mark_patched(ax):
     ax.title.set_color(PATCHED_COLOR)
 
 
-def _prototype_heatmap(clf, names, plt):
+def _prototype_heatmap(clf, features, names, label, value_range, plt):
     groups = _groups_by_class(clf)
     order = np.concatenate(groups)
     values = clf.prototypes_[order]
     m, d = values.shape
-    # Room for the rotated feature names below the rows (about 0.09 inch per character).
-    label_room = 0.09 * max(len(name) for name in names) if d <= _MAX_NAMED_TICKS else 0.5
-    fig, ax = plt.subplots(figsize=(min(3 + 0.3 * d, 16), min(1.2 + 0.3 * m + label_room, 24)), layout="constrained")
-    # Colours span the 1st to 99th percentile, so that a few extreme values do not wash out the rest.
-    low, high = np.percentile(values, [1, 99])
+    codes = _prototype_codes(clf)
+    rows = [f"#{i}  {names[codes[i]]}" + ("  (patched)" if clf.patched_prototypes_[i] else "") for i in order]
+    # Room for the rotated feature names below the rows and the prototype names left of them (about 0.09
+    # inch per character).
+    label_room = 0.09 * max(len(name) for name in features) if d <= _MAX_NAMED_TICKS else 0.5
+    row_room = 0.08 * max(len(row) for row in rows) if m <= _MAX_NAMED_TICKS else 0.5
+    fig, ax = plt.subplots(
+        figsize=(min(3 + row_room + 0.3 * d, 16), min(1.6 + 0.3 * m + label_room, 24)), layout="constrained"
+    )
+    low, high = value_range
     if low < 0 < high:
         top = max(-low, high)
         image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-top, vmax=top, interpolation="nearest")
     else:
         image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="prototype value", extend="both")
+    fig.colorbar(image, ax=ax, label=label, extend=_extend(values, *image.get_clim()))
     if d <= _MAX_NAMED_TICKS:
-        ax.set_xticks(np.arange(d), labels=names, rotation=90)
+        ax.set_xticks(np.arange(d), labels=features, rotation=90)
     if m <= _MAX_NAMED_TICKS:
-        ax.set_yticks(np.arange(m), labels=[f"#{i}  {clf.prototype_labels_[i]}" for i in order])
+        ax.set_yticks(np.arange(m), labels=rows)
         for tick, i in zip(ax.get_yticklabels(), order, strict=True):
             if clf.patched_prototypes_[i]:
                 tick.set_color(PATCHED_COLOR)
@@ -106,16 +144,31 @@ def _prototype_heatmap(clf, names, plt):
         ax.axhline(boundary - 0.5, color="black", linewidth=1.5)
     ax.set_xlabel("feature")
     ax.set_ylabel("prototype (class)")
+    ax.set_title(f"the {m} prototypes, grouped by class" + _patched_note(clf))
     return fig
 
 
-def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
+def plot_decision_regions(
+    clf,
+    X,
+    y,
+    *,
+    ax=None,
+    eps=None,
+    grid_resolution=200,
+    class_names=None,
+    feature_names=None,
+    title=None,
+    legend=True,
+):
     """Predicted class regions of a 2-feature model, with the data and the prototypes.
 
     Regions come from :class:`sklearn.inspection.DecisionBoundaryDisplay`; the data are dots coloured by
     their true class, trained prototypes are diamonds with a black edge in their class's colour, and
     prototypes placed by ``add_prototype`` (``clf.patched_prototypes_``) are stars with a magenta edge.
-    Prototypes outside the plotted area are counted in its lower left corner.
+    Prototypes outside the plotted area are counted in its lower left corner. The scatter plots of the
+    prototypes have ``gid`` ``"prototypes"`` and ``"patched prototypes"``; their legend entries are white
+    stand-ins, since the prototypes themselves come in every class's colour.
 
     Parameters
     ----------
@@ -129,12 +182,22 @@ def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
         Margin around the data; None is a tenth of the larger feature range.
     grid_resolution : int, default=200
         Grid points per axis at which the regions are predicted.
+    class_names : list of str, dict or None, default=None
+        Names of the classes in the legend, in the order of ``clf.classes_`` (a list) or by label (a
+        dict); default the labels themselves.
+    feature_names : (str, str) or None, default=None
+        Axis labels; default ``clf.feature_names_in_`` if the model was fitted on a DataFrame, else
+        ``x0`` and ``x1``.
+    title : str or None, default=None
+        Default "predicted classes of m prototypes".
+    legend : bool, default=True
+        Draw the legend: one entry per class, then ``"prototypes"`` and ``"patched prototypes"`` (the
+        latter only when there are some). Pass False to draw one legend for several panels, from
+        ``ax.get_legend_handles_labels()``, which holds the same entries.
 
     Returns
     -------
     matplotlib.axes.Axes
-        Legend entries are labelled (one per class, ``"prototypes"``, ``"patched prototypes"``); call
-        ``ax.legend()`` to show them.
     """
     _check_fitted(clf)
     if clf.n_features_in_ != 2:
@@ -146,12 +209,14 @@ def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
     if points.shape[1] != 2:
         raise ValueError(f"X must have 2 columns like the model; got shape {points.shape}.")
     codes = _class_codes(clf, column_or_1d(y), len(points))
+    names = _class_names(clf, class_names)
+    features = _feature_names(clf, feature_names)
     plt = _pyplot()
     from matplotlib.colors import ListedColormap
     from sklearn.inspection import DecisionBoundaryDisplay
 
     if ax is None:
-        _, ax = plt.subplots()
+        _, ax = plt.subplots(layout="constrained")
     colors = _class_colors(len(clf.classes_))
     if eps is None:
         eps = 0.1 * np.ptp(points, axis=0).max()
@@ -163,38 +228,33 @@ def plot_decision_regions(clf, X, y, *, ax=None, eps=None, grid_resolution=200):
     display = DecisionBoundaryDisplay.from_estimator(
         clf, X, response_method="predict", grid_resolution=grid_resolution, eps=eps, ax=ax, alpha=0.3, **region_colors
     )
-    for code, label in enumerate(clf.classes_):
+    for code, name in enumerate(names):
         mine = codes == code
-        ax.scatter(*points[mine].T, s=16, color=colors[code], edgecolors="white", linewidths=0.4, label=str(label))
+        ax.scatter(*points[mine].T, s=16, color=colors[code], edgecolors="white", linewidths=0.4, label=name)
     ax.set_xlim(display.xx0.min(), display.xx0.max())
     ax.set_ylim(display.xx1.min(), display.xx1.max())
     _draw_prototypes(ax, clf, colors)
+    ax.set_xlabel(features[0])
+    ax.set_ylabel(features[1])
+    ax.set_title(f"predicted classes of {len(clf.prototypes_)} prototypes" if title is None else title)
+    if legend:
+        ax.legend(fontsize=8, framealpha=0.9)
     return ax
 
 
 def _draw_prototypes(ax, clf, colors):
     prototype_colors = colors[_prototype_codes(clf)]
     trained, patched = ~clf.patched_prototypes_, clf.patched_prototypes_
-    if trained.any():
-        ax.scatter(
-            *clf.prototypes_[trained].T,
-            marker="D",
-            s=60,
-            color=prototype_colors[trained],
-            edgecolors="black",
-            linewidths=1.2,
-            label="prototypes",
-        )
-    if patched.any():
-        ax.scatter(
-            *clf.prototypes_[patched].T,
-            marker="*",
-            s=260,
-            color=prototype_colors[patched],
-            edgecolors=PATCHED_COLOR,
-            linewidths=1.5,
-            label="patched prototypes",
-        )
+    kinds = [
+        (trained, "prototypes", {"marker": "D", "s": 60, "edgecolors": "black", "linewidths": 1.2}),
+        (patched, "patched prototypes", {"marker": "*", "s": 260, "edgecolors": PATCHED_COLOR, "linewidths": 1.5}),
+    ]
+    for which, name, style in kinds:
+        if which.any():
+            # Drawn in their classes' colours, so the legend shows an empty stand-in (named by ``gid``)
+            # instead of whichever class colour comes first.
+            ax.scatter(*clf.prototypes_[which].T, color=prototype_colors[which], gid=name, label=f"_{name}", **style)
+            ax.scatter([], [], color="white", label=name, **style)
     (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
     px, py = clf.prototypes_.T
     outside = np.count_nonzero((px < x_low) | (px > x_high) | (py < y_low) | (py > y_high))
@@ -209,54 +269,78 @@ def _draw_prototypes(ax, clf, colors):
         )
 
 
-def plot_attention(clf, x, *, ax=None):
-    """Attention weights of one sample over every prototype, as bars coloured by the prototype's class.
+def plot_attention(clf, x, *, top_k=10, name=None, class_names=None, ax=None):
+    """Where one sample's attention goes: the ``top_k`` prototypes with the largest weights.
+
+    One horizontal bar per prototype, largest first, coloured by the prototype's class and labelled
+    ``#index (class name)`` with its weight; patched prototypes have a magenta edge and label. The x axis
+    label states the share of the attention these prototypes hold (the weights over all prototypes sum
+    to 1).
 
     Parameters
     ----------
     clf : fitted IDWAttentionClassifier
     x : array-like of shape (n_features,) or (1, n_features)
+    top_k : int, default=10
+        Prototypes to show (at most all of them).
+    name : str or None, default=None
+        How the title names the sample, e.g. ``"test image 1"``. Default: ``"sample <index>"`` for a
+        pandas Series or one-row DataFrame (its index), else ``"the sample"``.
+    class_names : list of str, dict or None, default=None
+        Names of the classes, in the order of ``clf.classes_`` (a list) or by label (a dict); default the
+        labels themselves.
     ax : matplotlib Axes or None, default=None
 
     Returns
     -------
     matplotlib.axes.Axes
-        One bar per prototype, in the order of ``clf.prototypes_``; patched prototypes have a magenta edge.
+        Titled "attention of <name>: predicted <class>".
     """
     _check_fitted(clf)
+    top_k = _check_top_k(top_k)
+    names = _class_names(clf, class_names)
     row = _one_row(x)
     weights = clf.attention_weights(row)[0]
     predicted = clf.predict(row)[0]
+    order = np.argsort(-weights, kind="stable")[:top_k]
+    k, m = len(order), len(weights)
+    codes = _prototype_codes(clf)
     plt = _pyplot()
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import MaxNLocator
-
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3), layout="constrained")
+        _, ax = plt.subplots(figsize=(7, 1.3 + 0.32 * k), layout="constrained")
     colors = _class_colors(len(clf.classes_))
-    ax.bar(
-        np.arange(len(weights)),
-        weights,
-        color=colors[_prototype_codes(clf)],
-        edgecolor=[PATCHED_COLOR if p else "none" for p in clf.patched_prototypes_],
+    patched = clf.patched_prototypes_[order]
+    bars = ax.barh(
+        np.arange(k),
+        weights[order],
+        color=colors[codes[order]],
+        edgecolor=[PATCHED_COLOR if p else "none" for p in patched],
         linewidth=1.5,
     )
-    handles = [Patch(color=colors[c], label=str(label)) for c, label in enumerate(clf.classes_)]
-    ax.legend(handles=handles, title="prototype class", fontsize=8)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("prototype")
-    ax.set_ylabel("attention weight")
-    ax.set_title(f"predicted {predicted}")
+    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.margins(x=0.12)  # room for the value labels
+    ax.set_xlim(left=0)
+    labels = [f"#{i} (class {names[codes[i]]}{', patched' if p else ''})" for i, p in zip(order, patched, strict=True)]
+    ax.set_yticks(np.arange(k), labels=labels)
+    for tick, p in zip(ax.get_yticklabels(), patched, strict=True):
+        if p:
+            tick.set_color(PATCHED_COLOR)
+    ax.invert_yaxis()
+    share = weights[order].sum() / weights.sum() if weights.sum() > 0 else 0.0
+    ax.set_xlabel(f"attention weight (these {k} of {m} prototypes hold {share:.1%} of it)")
+    ax.set_ylabel("prototype (class)")
+    ax.set_title(f"attention of {_sample_name(x, name)}: predicted {_name_of(clf, names, predicted)}")
     return ax
 
 
-def plot_explanation(clf, x, *, top_k=5, image_shape=None):
+def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
     """Why one sample got its prediction: the ``top_k`` contributions to the predicted logit.
 
     The contribution of prototype i is its attention weight times its logit for the predicted class
     (:meth:`IDWAttentionClassifier.explain`); one more bar sums the other prototypes, so the bars add up
     to the predicted logit exactly. With ``image_shape``, a row of images above shows the sample and the
-    ``top_k`` prototypes.
+    ``top_k`` prototypes, on the sample's grey scale (from its smallest to its largest value: full
+    contrast for the sample, and prototype values beyond it drawn white or black).
 
     Parameters
     ----------
@@ -264,6 +348,9 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
     x : array-like of shape (n_features,) or (1, n_features)
     top_k : int, default=5
     image_shape : (height, width) or None, default=None
+    class_names : list of str, dict or None, default=None
+        Names of the classes, in the order of ``clf.classes_`` (a list) or by label (a dict); default the
+        labels themselves.
 
     Returns
     -------
@@ -271,11 +358,14 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
         The bar chart is ``fig.axes[-1]``.
     """
     _check_fitted(clf)
+    names = _class_names(clf, class_names)
     row = _one_row(x)
     shape = None if image_shape is None else _check_image_shape(image_shape, clf.n_features_in_)
     e = clf.explain(row, top_k=top_k)
     indices, weights, contributions = e.prototype_indices[0], e.weights[0], e.contributions[0]
     k, m = len(indices), len(clf.prototypes_)
+    codes = _prototype_codes(clf)
+    predicted = _name_of(clf, names, e.predicted[0])
     plt = _pyplot()
     if shape is None:
         fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * (k + 1)), layout="constrained")
@@ -287,14 +377,12 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
             height_ratios=[1.2, 1 + 0.3 * k],
             layout="constrained",
         )
-        _draw_explanation_images(axes, clf, np.asarray(row, dtype=float)[0], e, shape)
+        _draw_explanation_images(axes, clf, np.asarray(row, dtype=float)[0], e, shape, names, predicted)
         ax = axes["bars"]
-    labels = [
-        f"#{i} (class {c}), weight {w:.3f}" for i, c, w in zip(indices, e.prototype_labels[0], weights, strict=True)
-    ]
+    labels = [f"#{i} (class {names[codes[i]]}), weight {w:.3f}" for i, w in zip(indices, weights, strict=True)]
     values = list(contributions)
     colors = _class_colors(len(clf.classes_))
-    bar_colors = list(colors[_prototype_codes(clf)[indices]])
+    bar_colors = list(colors[codes[indices]])
     edges = [PATCHED_COLOR if clf.patched_prototypes_[i] else "none" for i in indices]
     if m > k:
         labels.append(f"the other {m - k} prototypes")
@@ -305,22 +393,29 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None):
     ax.bar_label(bars, fmt="%+.3f", fontsize=8, padding=2)
     ax.margins(x=0.15)  # room for the value labels at both ends
     ax.set_yticks(np.arange(len(values)), labels=labels)
+    for tick, i in zip(ax.get_yticklabels(), indices, strict=False):
+        if clf.patched_prototypes_[i]:
+            tick.set_color(PATCHED_COLOR)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"contribution to the logit of class {e.predicted[0]}")
-    ax.set_title(f"predicted {e.predicted[0]}: logit {e.logit[0]:.3f} = sum of the bars")
+    ax.set_xlabel(f"contribution to the logit of class {predicted}")
+    ax.set_title(f"predicted {predicted}: logit {e.logit[0]:.3f} = sum of the bars")
     return fig
 
 
-def _draw_explanation_images(axes, clf, x, e, shape):
-    shown = np.vstack([x, clf.prototypes_[e.prototype_indices[0]]])
-    vmin, vmax = shown.min(), shown.max()
+def _draw_explanation_images(axes, clf, x, e, shape, names, predicted):
+    # The sample's own range: a real sample spans the data's range (0 to 16 for digits), so this gives
+    # it full contrast, and prototypes are drawn on the same scale to be compared with it.
+    vmin, vmax = float(x.min()), float(x.max())
+    if vmin == vmax:
+        vmin, vmax = _value_range(np.vstack([x, clf.prototypes_[e.prototype_indices[0]]]), None, None)
     axes["input"].imshow(x.reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
-    axes["input"].set_title(f"input\npredicted {e.predicted[0]}", fontsize=9)
-    for j, (i, label, w) in enumerate(zip(e.prototype_indices[0], e.prototype_labels[0], e.weights[0], strict=True)):
+    axes["input"].set_title(f"input\npredicted {predicted}", fontsize=9)
+    codes = _prototype_codes(clf)
+    for j, (i, w) in enumerate(zip(e.prototype_indices[0], e.weights[0], strict=True)):
         ax = axes[f"p{j}"]
         ax.imshow(clf.prototypes_[i].reshape(shape), cmap="gray_r", vmin=vmin, vmax=vmax)
-        ax.set_title(f"#{i} class {label}\nweight {w:.2f}", fontsize=9)
+        ax.set_title(f"#{i} class {names[codes[i]]}\nweight {w:.2f}", fontsize=9)
         if clf.patched_prototypes_[i]:
             _mark_patched(ax)
     for name, ax in axes.items():
@@ -349,6 +444,12 @@ def _check_fitted(clf):
     check_is_fitted(clf)
 
 
+def _check_top_k(top_k):
+    if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {top_k!r}.")
+    return int(top_k)
+
+
 def _class_colors(n_classes):
     """One RGBA row per class: tab10 up to 10 classes, then evenly spaced along turbo."""
     from matplotlib import colormaps
@@ -356,6 +457,60 @@ def _class_colors(n_classes):
     if n_classes <= 10:
         return colormaps["tab10"](np.arange(n_classes))
     return colormaps["turbo"](np.linspace(0, 1, n_classes))
+
+
+def _class_names(clf, class_names):
+    """Display name of each class, in the order of ``clf.classes_``."""
+    if class_names is None:
+        return [str(label) for label in clf.classes_]
+    if isinstance(class_names, Mapping):
+        return [str(class_names.get(label, label)) for label in clf.classes_]
+    if isinstance(class_names, str):
+        raise ValueError(f"class_names must be a list of names or a dict, got the string {class_names!r}.")
+    names = [str(name) for name in class_names]
+    if len(names) != len(clf.classes_):
+        raise ValueError(
+            f"class_names has {len(names)} names, but the model has {len(clf.classes_)} classes "
+            f"{clf.classes_.tolist()}."
+        )
+    return names
+
+
+def _name_of(clf, names, label):
+    """The display name of one class label."""
+    return names[int(np.flatnonzero(clf.classes_ == label)[0])]
+
+
+def _sample_name(x, name):
+    if name is not None:
+        return str(name)
+    if getattr(x, "ndim", None) == 1 and hasattr(x, "to_frame") and x.name is not None:  # a pandas Series
+        return f"sample {x.name}"
+    if getattr(x, "ndim", None) == 2 and hasattr(x, "index"):  # a one-row DataFrame
+        return f"sample {x.index[0]}"
+    return "the sample"
+
+
+def _patched_note(clf):
+    n = int(np.count_nonzero(clf.patched_prototypes_))
+    return f" ({n} patched, in magenta)" if n else ""
+
+
+def _value_range(values, vmin, vmax):
+    low, high = np.percentile(values, _ROBUST_RANGE)
+    low = float(low) if vmin is None else float(vmin)
+    high = float(high) if vmax is None else float(vmax)
+    if not low < high:
+        if vmin is not None and vmax is not None:
+            raise ValueError(f"vmin must be smaller than vmax; got vmin={vmin!r}, vmax={vmax!r}.")
+        low, high = low - 0.5, high + 0.5  # all values equal: any scale around them
+    return low, high
+
+
+def _extend(values, vmin, vmax):
+    """The colour bar's arrows: which ends of the scale some values go beyond."""
+    below, above = bool(np.min(values) < vmin), bool(np.max(values) > vmax)
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get((below, above), "neither")
 
 
 def _prototype_codes(clf):
@@ -401,6 +556,8 @@ def _feature_names(clf, feature_names):
         if hasattr(clf, "feature_names_in_"):
             return [str(name) for name in clf.feature_names_in_]
         return [f"x{j}" for j in range(clf.n_features_in_)]
+    if isinstance(feature_names, str):
+        raise ValueError(f"feature_names must be a list of names, got the string {feature_names!r}.")
     names = [str(name) for name in feature_names]
     if len(names) != clf.n_features_in_:
         raise ValueError(f"feature_names has {len(names)} names, but the model has {clf.n_features_in_} features.")
