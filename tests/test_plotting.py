@@ -97,7 +97,7 @@ def test_prototype_images_have_full_contrast_on_one_stated_scale(digits):
     assert {image.get_clim() for image in images} == {(0.0, 16.0)}
     (colorbar,) = [image.colorbar for image in images if image.colorbar is not None]  # one for all
     assert colorbar.ax.get_ylabel() == "prototype value (pixel intensity, 0-16)"
-    assert colorbar.extend == "both"  # trained prototypes overshoot the pixels' range: arrows say so
+    assert colorbar.extend == "neither"  # prototypes stay within the pixels' training range: no arrows
     ncols = fig.axes[0].get_gridspec().ncols
     assert [fig.axes[r * ncols].get_ylabel() for r in range(10)] == [f"digit {c}" for c in range(10)]
     # By default the scale spans the bulk of the values, not the few extreme ones.
