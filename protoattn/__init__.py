@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+#: The types that a file written by ``skops.io.dump`` of a protoattn model holds beyond those skops
+#: trusts by default: pass them to ``skops.io.load(path, trusted=SKOPS_TRUSTED_TYPES)`` or to
+#: ``mlflow.sklearn.log_model(..., skops_trusted_types=SKOPS_TRUSTED_TYPES)``. A model whose
+#: ``attention`` is your own function also needs that function's name; the test suite recomputes the
+#: list with ``skops.io.get_untrusted_types`` so that it cannot go stale.
+SKOPS_TRUSTED_TYPES = ("protoattn.classifier.IDWAttentionClassifier",)
+
 # The public names below live in modules that import torch and scikit-learn, which take seconds to
 # import: they are imported on first use (PEP 562), so that ``protoattn --help`` and
 # ``protoattn.__version__`` answer at once.
@@ -23,6 +30,7 @@ _LAZY = {
 
 __all__ = [
     "ATTENTIONS",
+    "SKOPS_TRUSTED_TYPES",
     "Explanation",
     "IDWAttentionClassifier",
     "InconsistentVersionWarning",
