@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch import nn
 
-from . import _compute, _fast, _persistence, _training
+from . import _compute, _docs, _fast, _persistence, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -234,6 +234,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.predict([[5.0, 3.0, 5.0, 2.0]])
     array([0])
     """
+
+    # The "?" link of the HTML repr (scikit-learn's mechanism) opens the class's entry in the API docs.
+    _doc_link_module = "protoattn"
+    _doc_link_template = _docs.ESTIMATOR_DOC_LINK
 
     _parameter_constraints: dict = {
         "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
