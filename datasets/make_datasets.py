@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from protoattn.datasets import load_moons_split
+from protoattn.datasets import load_moons_split, load_tabular
 
 
 def write_moons(out: Path) -> list[Path]:
@@ -25,11 +25,28 @@ def write_moons(out: Path) -> list[Path]:
     return paths
 
 
+def write_iris(out: Path) -> list[Path]:
+    """scikit-learn's iris with named columns and species names (``iris.csv``), and the first flower of
+    each species without its label (``new.csv``): the files of the README's command-line session."""
+    iris = load_tabular("iris")
+    columns = [name.replace(" (cm)", "").replace(" ", "_") for name in iris.feature_names]
+    species = [str(name) for name in iris.target_names[iris.target]]
+    measurements = [[f"{v:.1f}" for v in row] for row in iris.data]  # measured to the millimetre
+    first = [species.index(name) for name in iris.target_names]
+    rows = {
+        out / "iris.csv": [columns + ["species"]] + [m + [s] for m, s in zip(measurements, species, strict=True)],
+        out / "new.csv": [columns] + [measurements[i] for i in first],
+    }
+    for path, lines in rows.items():
+        path.write_text("".join(",".join(line) + "\n" for line in lines), newline="\n")
+    return list(rows)
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     args = sys.argv[1:] if argv is None else argv
     out = Path(args[0]) if args else Path(__file__).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
-    paths = write_moons(out)
+    paths = write_moons(out) + write_iris(out)
     for path in paths:
         print(f"wrote {path}")
     return paths

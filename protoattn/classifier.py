@@ -28,7 +28,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
 from torch import nn
 
-from . import _compute, _fast, _persistence, _tables, _training
+from . import _compute, _docs, _fast, _persistence, _tables, _training
 from ._network import PrototypeAttention
 from .attention import ATTENTIONS, SOFTMAX_FREE
 
@@ -282,6 +282,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     >>> clf.predict([[5.0, 3.0, 5.0, 2.0]])
     array([0])
     """
+
+    # The "?" link of the HTML repr (scikit-learn's mechanism) opens the class's entry in the API docs.
+    _doc_link_module = "protoattn"
+    _doc_link_template = _docs.ESTIMATOR_DOC_LINK
 
     _parameter_constraints: dict = {
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],

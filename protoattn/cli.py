@@ -8,10 +8,16 @@ format of :meth:`IDWAttentionClassifier.save` (data only, no pickle). Bad input 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 
 import numpy as np
+
+from . import __version__
+
+# Only numpy is imported up front: torch, scikit-learn and pandas take seconds, and are imported by the
+# commands that need them, so that --help, --version and usage errors answer at once.
 
 EXIT_USAGE = 2
 
@@ -72,12 +78,18 @@ def _features(clf, frame, path):
     return _numeric(frame, [str(n) for n in names], path)
 
 
-def _write_table(frame, output):
-    if output is None:
+def _note(args, message):
+    """A message for the person at the terminal, on stderr; ``--quiet`` drops it (results stay on stdout)."""
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _write_table(frame, args):
+    if args.output is None:
         frame.to_csv(sys.stdout, index=False, float_format="%.6g")
     else:
-        frame.to_csv(output, index=False, float_format="%.6g")
-        print(f"wrote {len(frame)} rows to {output}", file=sys.stderr)
+        frame.to_csv(args.output, index=False, float_format="%.6g")
+        _note(args, f"wrote {len(frame)} rows to {args.output}")
 
 
 def _prototypes_per_class(clf):
@@ -86,21 +98,33 @@ def _prototypes_per_class(clf):
 
 
 class _EpochProgress:
-    """A stream for the estimator's verbose output that draws one progress bar on stderr."""
+    """A stream for the estimator's verbose output (``epoch N: loss ...`` lines) that advances a tqdm
+    bar on stderr instead. The bar is drawn on a terminal only (tqdm's ``disable=None``), so that logs
+    and pipes do not fill up with carriage returns, and never with ``quiet``."""
 
-    def __init__(self, total, width=30):
-        self.total, self.width = total, width
+    def __init__(self, total, quiet=False):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="epoch", file=sys.stderr, disable=True if quiet else None)
 
     def write(self, text):
         match = re.match(r"epoch (\d+): (.*)", text.strip())
         if match:
-            done = int(match.group(1))
-            bar = "#" * (self.width * done // self.total)
-            print(f"\r[{bar:<{self.width}}] epoch {done}/{self.total} {match.group(2)}", end="", file=sys.stderr)
+            self.bar.set_postfix_str(match.group(2), refresh=False)
+            self.bar.update(int(match.group(1)) - self.bar.n)
         return len(text)
 
     def flush(self):
-        sys.stderr.flush()
+        pass
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """Route the estimator's prints here for the duration of the block, then close the bar."""
+        try:
+            with contextlib.redirect_stdout(self):
+                yield
+        finally:
+            self.bar.close()
 
 
 # ------------------------------------------------------------------------------------- subcommands
@@ -108,8 +132,6 @@ class _EpochProgress:
 
 def fit(args):
     """Fit on a CSV, report held-out accuracy and prototypes per class, write the model."""
-    import contextlib
-
     from sklearn.model_selection import train_test_split
 
     from . import IDWAttentionClassifier
@@ -139,9 +161,8 @@ def fit(args):
         )
     else:
         X_train, y_train, X_test = X, y, None
-    with contextlib.redirect_stdout(_EpochProgress(clf.max_epochs)):
+    with _EpochProgress(clf.max_epochs, quiet=args.quiet).capturing():
         clf.fit(X_train, y_train)
-    print(file=sys.stderr)
     print(f"fitted {len(clf.prototypes_)} prototypes on {len(X_train)} rows in {clf.n_iter_} epochs")
     if X_test is not None:
         print(f"held-out accuracy: {clf.score(X_test, y_test):.4f} on {len(X_test)} rows")
@@ -161,7 +182,7 @@ def predict(args):
         table = pd.DataFrame(clf.predict_proba(X), columns=[f"proba_{c}" for c in clf.classes_])
     else:
         table = pd.DataFrame({"prediction": clf.predict(X)})
-    _write_table(table, args.output)
+    _write_table(table, args)
 
 
 def explain(args):
@@ -170,7 +191,7 @@ def explain(args):
     X = _features(clf, _read_csv(args.data), args.data)
     table = clf.explain(X, top_k=args.top_k).to_frame().rename(columns={"sample": "row"})
     table["row"] += 1
-    _write_table(table, args.output)
+    _write_table(table, args)
 
 
 def prototypes(args):
@@ -182,14 +203,14 @@ def prototypes(args):
         from .plotting import plot_prototypes
 
         plot_prototypes(clf).savefig(args.png)
-        print(f"wrote {args.png}", file=sys.stderr)
+        _note(args, f"wrote {args.png}")
         return
     names = getattr(clf, "feature_names_in_", [f"x{i}" for i in range(clf.n_features_in_)])
     table = pd.DataFrame(clf.prototypes_, columns=names)
     table.insert(0, "patched", clf.patched_prototypes_)
     table.insert(0, "label", clf.prototype_labels_)
     table.insert(0, "prototype", np.arange(len(table)))
-    _write_table(table, args.output)
+    _write_table(table, args)
 
 
 def patch(args):
@@ -266,10 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interpretable classification by inverse distance weighting attention over prototypes.",
         epilog="Run 'protoattn SUBCOMMAND --help' for the options of each subcommand.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar or messages on stderr (errors excepted)"
+    )
+
     def command(name, run, help, **kwargs):
-        p = commands.add_parser(name, help=help, description=run.__doc__, **kwargs)
+        p = commands.add_parser(name, help=help, description=run.__doc__, parents=[common], **kwargs)
         p.set_defaults(run=run)
         return p
 

@@ -1,5 +1,6 @@
 """The protoattn command, end to end on CSV files the tests write, in subprocesses."""
 
+import io
 import subprocess
 import sys
 
@@ -37,7 +38,7 @@ def files(tmp_path_factory):
 def test_fit_reports_accuracy_and_prototypes_and_writes_a_loadable_model(files):
     folder, model, fitted = files
     assert "held-out accuracy: 0.9" in fitted.stdout or "held-out accuracy: 1.0" in fitted.stdout
-    assert "epoch 30/30" in fitted.stderr  # the progress bar reached the end
+    assert "\r" not in fitted.stderr and "epoch" not in fitted.stderr  # no progress bar into a pipe
     clf = IDWAttentionClassifier.load(model)
     labels, counts = np.unique(clf.prototype_labels_, return_counts=True)
     per_class = ", ".join(f"{c}: {n}" for c, n in zip(labels, counts, strict=True))
@@ -149,3 +150,72 @@ def test_prototypes_png_draws_them(files, tmp_path, capsys):
     _, model, _ = files
     assert main(["prototypes", str(model), "--png", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_version_and_usage_errors_import_neither_torch_nor_sklearn():
+    # They answer at once: torch and scikit-learn take seconds to import, and only a command needs them.
+    script = (
+        "import sys\n"
+        "from protoattn.cli import main\n"
+        "for argv in (['--help'], ['--version'], ['fit', '--help'], ['fit'], ['frobnicate']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "import protoattn\n"
+        "protoattn.__version__\n"
+        "print(sorted(m for m in ('torch', 'sklearn', 'pandas') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "protoattn", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "usage: protoattn" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "protoattn.cli" in imported and not imported & {"torch", "sklearn"}
+
+
+def test_the_package_still_exports_its_names_on_first_use():
+    import protoattn
+
+    assert protoattn.IDWAttentionClassifier.__name__ == "IDWAttentionClassifier"
+    assert set(protoattn.__all__) <= set(dir(protoattn))
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        protoattn.nonexistent  # noqa: B018
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(
+    "stderr, quiet, bar",
+    [(_Terminal, False, True), (io.StringIO, False, False), (_Terminal, True, False)],
+    ids=["terminal", "log", "quiet"],
+)
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(files, tmp_path, monkeypatch, capsys, stderr, quiet, bar):
+    folder, _, _ = files
+    monkeypatch.setattr(sys, "stderr", stderr())
+    argv = ["fit", str(folder / "iris.csv"), "--target", "species", "--model", str(tmp_path / "m"), "--max-epochs", "5"]
+    assert main(argv + ["--quiet"] * quiet) == 0
+    drawn = sys.stderr.getvalue()
+    assert ("5/5" in drawn and "\r" in drawn) == bar and (drawn == "") == (not bar)
+    assert "model written to" in capsys.readouterr().out  # the report is not progress: --quiet keeps it
+
+
+def test_quiet_drops_the_messages_on_stderr(files, tmp_path):
+    folder, model, _ = files
+    loud = run("predict", model, folder / "new.csv", "--output", tmp_path / "a.csv")
+    quiet = run("predict", model, folder / "new.csv", "--output", tmp_path / "b.csv", "--quiet")
+    assert "wrote 10 rows" in loud.stderr and quiet.stderr == ""
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_version(capsys):
+    from protoattn import __version__
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"protoattn {__version__}"
