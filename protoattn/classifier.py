@@ -12,10 +12,10 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy.special import log_softmax
-from sklearn import get_config
+from sklearn import config_context, get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import assert_all_finite, check_random_state, compute_sample_weight
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -27,6 +27,11 @@ from .attention import ATTENTIONS, SOFTMAX_FREE
 
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
+
+#: The largest ``margin`` of :meth:`IDWAttentionClassifier.add_prototype`: softmax gives the class a
+#: probability of ``1 - e^-40``, 1 in float64, so a larger margin changes nothing at x and only moves the
+#: predictions around it (a margin of 1e6 changed 98 of iris's 150).
+MAX_MARGIN = 40.0
 
 # Rows per chunk in prediction: each (rows, m) buffer holds about 2 MB, large enough that per-chunk
 # overheads vanish and small enough that the passes over it stay in the cache; memory beyond the
@@ -125,6 +130,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         avoids the vanishing gradients of very sharp weights at the start.
     eps : float, default=1e-3
         The ε in ``eps + ‖x - k‖^p``: a sample exactly on a prototype gives it weight ``1 / eps``.
+        0, or between 1e-30 and 1e30 (training runs in float32, where smaller values round to 0).
     metric : {"diagonal", "euclidean"}, default="diagonal"
         ``"diagonal"`` learns one scale per feature, ``feature_scales_``, with the prototypes: the
         score sees ``s ∘ x`` and ``s ∘ k``, so distances are ``‖s ∘ (x - k)‖`` (relevance learning
@@ -239,7 +245,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
         "attention": [StrOptions(set(ATTENTIONS)), callable],
         "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "eps": [Interval(Real, 0, None, closed="left")],
+        # 0, or within float32's range (training runs in float32) with room for the distances beside it:
+        # eps below about 1e-38 rounds to 0 there and above about 3e38 overflows.
+        "eps": [Options(Real, {0}), Interval(Real, 1e-30, 1e30, closed="both")],
         "metric": [StrOptions({"diagonal", "euclidean"})],
         "init": [StrOptions({"kmeans", "random"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -324,6 +332,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             check_classification_targets(y)
             classes, y_codes = np.unique(y, return_inverse=True)
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            _check_class_weight(self.class_weight)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_sample_weight(self.class_weight, y)
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -446,7 +455,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     '"balanced", classes=classes, y=y_all))).'
                 )
             device = _compute.resolve_device(self.device, fitting=True)
-            X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32])
+            with _numeric("X"):
+                X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32])
+            _check_trainable_scale(X)
             check_classification_targets(y)
             classes = self._stream_classes(classes, first)
             known = np.isin(y, classes)
@@ -457,6 +468,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 )
             y_codes = np.searchsorted(classes, y)
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+            _check_class_weight(self.class_weight)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_class_weight(self.class_weight, classes=classes, y=y)[y_codes]
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -688,12 +700,38 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     finite = math.isfinite(rows.sum())
                 if check and not finite:
                     assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
-                part = compute(rows) if finish is None else finish(compute(rows))
+                part = compute(rows)
+                if check:
+                    part = self._finite_or_refused(part, rows, start, what, prototypes, logits)
+                part = part if finish is None else finish(part)
                 if out is None:
                     kind = np.float64 if np.issubdtype(part.dtype, np.floating) else part.dtype
                     out = np.empty((len(X), *part.shape[1:]), dtype=kind)
                 out[start : start + len(part)] = part
         return out
+
+    def _finite_or_refused(self, part, rows, start, what, prototypes, logits):
+        """``part`` (a chunk's logits or weights) where every row is finite; otherwise float32 rows
+        recomputed in float64, whose range is wider, and a ValueError for rows still not finite (the
+        squares of values beyond about 1e154 overflow even float64: such rows would predict NaN)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(part.sum()) or np.isfinite(part).all():
+                return part
+        bad = ~np.isfinite(part).all(axis=1)
+        if rows.dtype == np.float32:
+            part = part.astype(np.float64)
+            with config_context(assume_finite=True):  # rows already checked; the result is, below
+                part[bad] = self._in_chunks(rows[bad].astype(np.float64), what, None, prototypes, logits)
+            bad = ~np.isfinite(part).all(axis=1)
+            if not bad.any():
+                return part
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"Cannot predict {int(bad.sum())} row(s) of X, the first row {start + first}: its values (up to "
+            f"{float(np.abs(rows[first]).max()):.3g} in magnitude) are too large for this model, whose scores "
+            "overflow even float64 there. Scale X as the training data were scaled, e.g. with the same "
+            "sklearn.preprocessing.StandardScaler."
+        )
 
     def _from_logits(self, X, finish):
         """``finish(logits)`` on each chunk's logits (a numpy array in X's dtype)."""
@@ -803,7 +841,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         y : label
             One of ``classes_``.
         margin : float, default=1.0
-            Required logit margin of class y over the runner-up at x.
+            Required logit margin of class y over the runner-up at x, at most ``MAX_MARGIN`` (40):
+            beyond it the probability of y at x is 1 to double precision, and a larger margin would
+            only move the predictions elsewhere.
         replace : int or None, default=None
             Overwrite prototype ``replace`` instead of adding a new one.
 
@@ -815,8 +855,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         x = self._validate_one_sample(x)
         label = self._class_index(y)
-        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin < math.inf):
-            raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
+        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin <= MAX_MARGIN):
+            raise ValueError(
+                f"margin must be a positive number of at most {MAX_MARGIN:g}, got {margin!r}: a logit margin of "
+                f"{MAX_MARGIN:g} already makes the probability of y at x 1 to double precision, and a larger "
+                "one only changes predictions elsewhere."
+            )
         with _PATCHING:  # from the model it reads to the one it writes (see _PATCHING)
             return self._add_prototype(x, label, margin, replace)
 
@@ -996,6 +1040,18 @@ def _numeric(argument):
 def _with_positive_strides(X):
     # torch cannot wrap a reversed view such as X[::-1]; copying one is rare and cheap next to predicting.
     return X if min(X.strides) >= 0 else X.copy()
+
+
+def _check_class_weight(class_weight):
+    """Refuse class weights that sample_weight would refuse: negative, NaN or infinite ones."""
+    if not isinstance(class_weight, dict):
+        return
+    for label, weight in class_weight.items():
+        if not isinstance(weight, Real) or isinstance(weight, bool) or not 0 <= weight < math.inf:
+            raise ValueError(
+                f"class_weight[{label!r}] = {weight!r}: class weights must be non-negative finite numbers, "
+                "like sample_weight."
+            )
 
 
 def _check_trainable_scale(X):
