@@ -400,6 +400,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             else network.log_scales.detach().exp().cpu().numpy().astype(np.float64)
         )
         self.power_ = float(power)
+        # Prediction reads the fitted state only (a later set_params changes the next fit, not this
+        # model): the score and eps it was trained with.
+        self.attention_, self.eps_ = self.attention, float(self.eps)
         self._spread = result.spread
         self._optimizer_state = result.optimizer_state
 
@@ -580,6 +583,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _attention_name(self):
         return self.attention if isinstance(self.attention, str) else None
 
+    def _fitted_attention(self):
+        """The fitted score and eps; the parameters for a model fitted before protoattn kept them."""
+        return getattr(self, "attention_", self.attention), getattr(self, "eps_", self.eps)
+
     def _resolve_power(self, n_features):
         if self.power != "auto":
             return float(self.power)
@@ -588,22 +595,36 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # An even integer, so that the weights need no logarithm (see attention.idw_weights).
         return 2.0 * max(round(math.sqrt(n_features)), 1)
 
-    def _build_network(self, keys, values, dtype, power, attention_params=None, feature_scales=None, fitting=False):
+    def _build_network(
+        self,
+        keys,
+        values,
+        dtype,
+        power,
+        attention_params=None,
+        feature_scales=None,
+        fitting=False,
+        attention=None,
+        eps=None,
+    ):
         """The torch network of these arrays; ``fitting`` makes the metric's scales trainable
-        (with ``metric="diagonal"``), else they are constants, left out when all 1."""
+        (with ``metric="diagonal"``), else they are constants, left out when all 1. ``attention``
+        and ``eps`` default to the parameters (training); prediction passes the fitted ones."""
+        attention = self.attention if attention is None else attention
+        eps = self.eps if eps is None else eps
         learn_scales = fitting and self.metric == "diagonal"
         log_scales = None
         if learn_scales or (feature_scales is not None and np.any(feature_scales != 1)):
             log_scales = torch.log(
                 torch.as_tensor(np.ones(keys.shape[1]) if feature_scales is None else feature_scales)
             )
-        entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
+        entry = attention if callable(attention) else ATTENTIONS[attention]
         if isinstance(entry, type) and issubclass(entry, nn.Module):
             score = entry(keys.shape[1])
             if attention_params:
                 score.load_state_dict({name: torch.as_tensor(a) for name, a in attention_params.items()})
-        elif callable(self.attention):
-            user_score = self.attention
+        elif callable(attention):
+            user_score = attention
 
             def score(X, K, *, power, eps):
                 return user_score(X, K)
@@ -614,8 +635,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             torch.as_tensor(values, dtype=dtype),
             score,
             power,
-            self.eps,
-            softmax=self._attention_name() not in SOFTMAX_FREE,
+            eps,
+            softmax=not (isinstance(attention, str) and attention in SOFTMAX_FREE),
             log_scales=None if log_scales is None else log_scales.to(dtype),
             learn_scales=learn_scales,
         )
@@ -653,6 +674,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _network(self, dtype, prototypes=None, logits=None):
         if prototypes is None:
             prototypes, logits = self._model()
+        attention, eps = self._fitted_attention()
         return self._build_network(
             prototypes,
             logits,
@@ -660,6 +682,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.power_,
             self.attention_params_,
             getattr(self, "feature_scales_", None),
+            attention=attention,
+            eps=eps,
         )
 
     def _validate_X(self, X):
@@ -766,7 +790,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         With ``attention="relu"`` the model is not an attention model: these are the hidden ReLU
         activations (rows do not sum to 1), and a warning says so.
         """
-        if self._attention_name() in SOFTMAX_FREE:
+        check_is_fitted(self)
+        attention = self._fitted_attention()[0]
+        if isinstance(attention, str) and attention in SOFTMAX_FREE:
             warnings.warn(
                 'attention="relu" is the fully-connected ReLU baseline, not attention: the returned '
                 "weights are ReLU activations and their rows do not sum to 1.",
@@ -887,7 +913,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if not np.all(np.isfinite(logits[index])):
             raise ValueError(
                 f"Cannot patch: the new prototype gets attention weight {w:.3g} at x under "
-                f"attention={self.attention!r}, too small to move the prediction there."
+                f"attention={self._fitted_attention()[0]!r}, too small to move the prediction there."
             )
         after = self._in_chunks(x, "logits", None, prototypes, logits)[0]
         if np.argmax(after) != label:
@@ -898,13 +924,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return index
 
     def remove_prototypes(self, indices):
-        """Delete prototypes by index (at least one must remain). Returns self."""
+        """Delete prototypes by index (at least one must remain; none is a no-op). Returns self."""
         check_is_fitted(self)
         with _PATCHING:  # see _PATCHING
             m = len(self.prototypes_)
             idx = np.asarray(indices)
             if idx.ndim == 0:
                 idx = idx.reshape(1)
+            if idx.ndim == 1 and idx.size == 0:  # nothing to remove (np.asarray([]) is float64)
+                return self
             if idx.dtype.kind not in "iu" or idx.ndim != 1:
                 raise TypeError(f"indices must be integers or a 1-D array of integers, got {indices!r}.")
             if np.any((idx < 0) | (idx >= m)) or len(np.unique(idx)) != len(idx):
