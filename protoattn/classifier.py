@@ -191,6 +191,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Class labels.
     power_ : float
         The power used after training (``power`` with ``"auto"`` resolved).
+    attention_ : str or callable
+        The score the model was trained with. Prediction reads it, ``eps_`` and the other fitted
+        attributes, never the parameters: ``set_params`` after fit changes the next fit only.
+    eps_ : float
+        The ``eps`` the model was trained with.
     n_iter_ : int
         Epochs run.
     loss_curve_ : list of float
@@ -981,13 +986,17 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         path : str, path-like or writable binary file object
-            Where to write. An existing file is replaced only once the new one is complete.
+            Where to write. An existing file is replaced only once the new one is complete, and
+            keeps its permissions; a symbolic link is written through (it keeps pointing at the
+            model).
 
         Raises
         ------
         TypeError
             When ``attention`` is a Python function (code cannot be saved as data), or an attribute
             holds values other than numbers, strings and arrays of them.
+        ValueError
+            When the model is beyond the limits that :meth:`load` accepts (a file of 1 GiB).
 
         Examples
         --------
@@ -1007,8 +1016,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, path):
         """Load a model written by :meth:`save`, executing nothing from the file.
 
-        Every array's SHA-256, dtype, shape and finiteness and the hyperparameters are checked
-        before the model is returned.
+        Every array's SHA-256, dtype, shape and finiteness, every fitted attribute's type and the
+        hyperparameters are checked before the model is returned, and the model must predict
+        finite values at its prototypes. The work is bounded before it starts: only a regular file
+        of at most 1 GiB is read (a FIFO or a device is refused at once), and its directory and
+        metadata are checked before any array is read (see README, "Saving and sharing models").
 
         Parameters
         ----------
@@ -1021,7 +1033,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            When the file is not a protoattn model file, or is truncated, corrupted or edited.
+            When the file is not a regular file, not a protoattn model file, beyond the limits, or
+            truncated, corrupted or edited.
 
         Warns
         -----
