@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import itertools
 import threading
 
 import torch
@@ -31,13 +33,16 @@ def resolve_device(device: str, *, fitting: bool) -> torch.device:
 
 def limit_threads(method=None, *, blas=False):
     """Run ``method`` with torch on one thread in the calling thread; with ``blas=True`` (training)
-    numpy's BLAS too, through threadpoolctl.
+    numpy's BLAS too, also in the calling thread only.
 
     The work is many small operations (a training step is a batch against the prototypes, prediction
     goes through row chunks): a second thread saves little, and torch's OpenMP threads spinning
-    beside the BLAS's made fits many times slower on 2 cores (``benchmarks/RESULTS.md``). torch's
-    count is per thread, so calls from several threads (joblib, Dask) never oversubscribe the
-    cores; nested calls keep the outer call's setting, and the counts are restored on return.
+    beside the BLAS's made fits many times slower on 2 cores (``benchmarks/RESULTS.md``). Every limit
+    is the calling thread's own, so a call behaves the same (the same threads, the same rounding)
+    from whichever thread it is made, and never slows or changes the other threads of the process:
+    torch's count is per thread, and the BLAS is limited through its per-thread setting where it
+    has one (see :func:`_limit_blas`). Nested calls keep the outer call's setting, and the counts
+    are restored on return.
     """
     if method is None:
         return functools.partial(limit_threads, blas=blas)
@@ -50,22 +55,66 @@ def limit_threads(method=None, *, blas=False):
         # Set only when it changes: torch also keeps the count for threads that start later.
         if before != 1:
             torch.set_num_threads(1)
-        limiter = _blas().limit(limits=1, user_api="blas") if blas else None
+        restore_blas = _limit_blas() if blas else None
         _state.limited = True
         try:
             return method(*args, **kwargs)
         finally:
             _state.limited = False
-            if limiter is not None:
-                limiter.restore_original_limits()
+            if restore_blas is not None:
+                restore_blas()
             if before != 1:
                 torch.set_num_threads(before)
 
     return wrapper
 
 
+def _limit_blas():
+    """Put every BLAS library that has a per-thread setting on one thread for the calling thread;
+    return the function that restores them.
+
+    threadpoolctl's limit is process-wide, and for OpenBLAS (the BLAS of numpy's wheels) it takes
+    effect only from the first thread that sets it, usually the main one: a fit in a worker thread
+    ran its BLAS on every core and rounded differently from the same fit in the main thread. So the
+    limit goes through the per-thread settings instead: OpenBLAS's ``openblas_set_num_threads_local``
+    (OpenBLAS 0.3.27 and later) and MKL's ``mkl_set_num_threads_local``. A BLAS without one (an
+    older OpenBLAS, BLIS) keeps its own setting in every thread.
+    """
+    restores = []
+    for library in _blas():
+        try:
+            restores.append(library())
+        except Exception:  # a BLAS that refuses: it keeps its setting, like one without the symbol
+            continue
+    return lambda: [restore() for restore in reversed(restores)]
+
+
 def _blas():
+    """For each loaded BLAS with a per-thread setting, a function that sets the calling thread's
+    count to 1 and returns the function that restores it; found once (threadpoolctl takes
+    milliseconds to find the libraries)."""
     global _controller
     if _controller is None:
-        _controller = ThreadpoolController()  # finds the loaded BLAS libraries: milliseconds, so once
+        _controller = [setter for library in ThreadpoolController().lib_controllers for setter in _setter(library)]
     return _controller
+
+
+def _setter(library):
+    names = {
+        "openblas": [
+            f"{prefix}openblas_set_num_threads_local{suffix}"
+            for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64"))
+        ],
+        "mkl": ["MKL_Set_Num_Threads_Local"],
+    }.get(library.internal_api, [])
+    for name in names:
+        local = getattr(library.dynlib, name, None)
+        if local is not None:
+            local.restype, local.argtypes = ctypes.c_int, [ctypes.c_int]
+
+            def set_one(local=local):
+                before = local(1)  # the calling thread's own count before (0: it had none)
+                return lambda: local(before)
+
+            return [set_one]
+    return []

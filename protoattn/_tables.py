@@ -10,6 +10,7 @@ then skip it (:func:`protoattn.attention.squared_distances`).
 
 from __future__ import annotations
 
+import copy
 from numbers import Integral
 
 import numpy as np
@@ -142,7 +143,8 @@ def standardisation(numeric, sample_weight=None, scaler=None):
     update them with more rows (a stream)."""
     if not numeric.shape[1]:
         return np.zeros(0), np.ones(0), None
-    scaler = (scaler or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
+    # A copy: a call that fails later leaves the stream's scaler as it was.
+    scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
     return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler
 
 

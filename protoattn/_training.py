@@ -296,7 +296,8 @@ def train(
     if _resumable(step, optimizer_state):
         step.load_state(optimizer_state)
     result = TrainingResult(spread=spread)
-    best, best_state, stall = -math.inf, _snapshot(network), 0
+    initial_state = _snapshot(network)
+    best, best_state, stall = -math.inf, initial_state, 0
     for epoch in range(max_epochs):
         network.power = power_schedule(epoch)
         batches = [(X, y, w)]
@@ -345,5 +346,53 @@ def train(
     if validation is not None:
         network.load_state_dict(best_state)
         result.best_validation_score = best
+    _keep_finite(network, X, [best_state, initial_state], learning_rate)
     result.optimizer_state = step.state()
     return result
+
+
+def _keep_finite(network, X, fallbacks, learning_rate):
+    """Make sure the network predicts finite logits on every training row, falling back to the
+    given earlier states (with a warning), else refuse.
+
+    The losses that training sees are those of the parameters *before* each step, so the last
+    step's parameters, and a snapshot taken after a step, are never checked there: a step can leave
+    finite parameters that predict NaN everywhere (a learned kernel's scales of 1e3 overflow exp).
+    One more pass over the rows (a fraction of an epoch's work) checks the parameters kept.
+    """
+    if _finite_everywhere(network, X):
+        return
+    for state in fallbacks:
+        network.load_state_dict(state)
+        if _finite_everywhere(network, X):
+            warnings.warn(
+                "Training diverged: its last parameters predict NaN or infinity on the training data; kept "
+                f"earlier ones that do not. Lower learning_rate (now {learning_rate:g}; the default is 0.1) "
+                "or power, or scale the features.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+            return
+    raise ValueError(
+        "Training gave no parameters that predict finite values on the training data. Lower learning_rate "
+        f"(now {learning_rate:g}; the default is 0.1) or power, or scale the features, e.g. with "
+        "sklearn.preprocessing.StandardScaler."
+    )
+
+
+def _finite_everywhere(network, X):
+    """Whether the network's logits are finite on every row of X (numpy for the CPU speed variant,
+    else a tensor), computed in chunks of about 2 MB of weights."""
+    with np.errstate(all="ignore"):  # what overflows is found below
+        predict = _fast.predictor(network) if isinstance(X, np.ndarray) else None
+    rows = max(1, 2**19 // max(len(network.keys), 1))
+    with torch.inference_mode():
+        for start in range(0, len(X), rows):
+            if predict is not None:
+                with np.errstate(all="ignore"):
+                    finite = np.isfinite(predict(X[start : start + rows])).all()
+            else:
+                finite = bool(torch.isfinite(network(X[start : start + rows])).all())
+            if not finite:
+                return False
+    return True

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.special import log_softmax
-from sklearn import get_config
+from sklearn import config_context, get_config
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import (
     assert_all_finite,
@@ -22,7 +22,7 @@ from sklearn.utils import (
     column_or_1d,
     compute_sample_weight,
 )
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_array, check_is_fitted, validate_data
@@ -34,6 +34,11 @@ from .attention import ATTENTIONS, SOFTMAX_FREE
 
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
+
+#: The largest ``margin`` of :meth:`IDWAttentionClassifier.add_prototype`: softmax gives the class a
+#: probability of ``1 - e^-40``, 1 in float64, so a larger margin changes nothing at x and only moves the
+#: predictions around it (a margin of 1e6 changed 98 of iris's 150).
+MAX_MARGIN = 40.0
 
 # Rows per chunk in prediction: each (rows, m) buffer holds about 2 MB, large enough that per-chunk
 # overheads vanish and small enough that the passes over it stay in the cache; memory beyond the
@@ -173,6 +178,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         avoids the vanishing gradients of very sharp weights at the start.
     eps : float, default=1e-3
         The ε in ``eps + ‖x - k‖^p``: a sample exactly on a prototype gives it weight ``1 / eps``.
+        0, or between 1e-30 and 1e30 (training runs in float32, where smaller values round to 0).
     metric : {"diagonal", "euclidean"}, default="diagonal"
         ``"diagonal"`` learns one scale per feature, ``feature_scales_``, with the prototypes: the
         score sees ``s ∘ x`` and ``s ∘ k``, so distances are ``‖s ∘ (x - k)‖`` (relevance learning
@@ -233,6 +239,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Class labels.
     power_ : float
         The power used after training (``power`` with ``"auto"`` resolved).
+    attention_ : str or callable
+        The score the model was trained with. Prediction reads it, ``eps_`` and the other fitted
+        attributes, never the parameters: ``set_params`` after fit changes the next fit only.
+    eps_ : float
+        The ``eps`` the model was trained with.
     n_iter_ : int
         Epochs run.
     loss_curve_ : list of float
@@ -292,7 +303,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
         "attention": [StrOptions(set(ATTENTIONS)), callable],
         "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
-        "eps": [Interval(Real, 0, None, closed="left")],
+        # 0, or within float32's range (training runs in float32) with room for the distances beside it:
+        # eps below about 1e-38 rounds to 0 there and above about 3e38 overflows.
+        "eps": [Options(Real, {0}), Interval(Real, 1e-30, 1e30, closed="both")],
         "metric": [StrOptions({"diagonal", "euclidean"})],
         "init": [StrOptions({"kmeans", "random"})],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -377,6 +390,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             X, y, sample_weight = self._training_table(X, y, sample_weight, reset=True)
             check_classification_targets(y)
             classes, y_codes = np.unique(y, return_inverse=True)
+            _check_class_weight(self.class_weight)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_sample_weight(self.class_weight, y)
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -423,7 +437,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self._numeric_range = low, high
         offset, scale, _ = self._column_standardisation()
         Z = _tables.encode(numeric, categorical, self.is_categorical_, self.categories_)
-        Z = (Z - offset) / scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            Z = (Z - offset) / scale
+        _check_trainable_scale(Z)
         empty = np.isnan(Z).all(0) & ~self.is_categorical_[self._columns()]
         if reset and empty.any():
             raise ValueError(
@@ -512,6 +528,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         log_scales = torch.zeros(network.keys.shape[1]) if network.log_scales is None else network.log_scales
         self.feature_scales_ = log_scales.detach().exp().cpu().numpy().astype(np.float64)
         self.power_ = float(power)
+        # Prediction reads the fitted state only (a later set_params changes the next fit, not this
+        # model): the score and eps it was trained with.
+        self.attention_, self.eps_ = self.attention, float(self.eps)
         self._spread = result.spread
         self._optimizer_state = result.optimizer_state
 
@@ -577,6 +596,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                     f"{classes.tolist()}: pass every label of the stream on the first call to partial_fit."
                 )
             y_codes = np.searchsorted(classes, y)
+            _check_class_weight(self.class_weight)
             if self.class_weight is not None:
                 sample_weight = sample_weight * compute_class_weight(self.class_weight, classes=classes, y=y)[y_codes]
             X, y_codes, sample_weight = _training.aggregate_duplicates(X, y_codes, sample_weight)
@@ -712,6 +732,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _attention_name(self):
         return self.attention if isinstance(self.attention, str) else None
 
+    def _fitted_attention(self):
+        """The fitted score and eps; the parameters for a model fitted before protoattn kept them."""
+        return getattr(self, "attention_", self.attention), getattr(self, "eps_", self.eps)
+
     def _resolve_power(self, n_features):
         if self.power != "auto":
             return float(self.power)
@@ -720,23 +744,37 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
         return 2.0 * max(round(math.sqrt(n_features)), 1)
 
-    def _build_network(self, keys, values, dtype, power, attention_params=None, feature_scales=None, fitting=False):
+    def _build_network(
+        self,
+        keys,
+        values,
+        dtype,
+        power,
+        attention_params=None,
+        feature_scales=None,
+        fitting=False,
+        attention=None,
+        eps=None,
+    ):
         """The torch network of these arrays. ``fitting``: keys and inputs are standardised, and the
         metric's scales trainable (with ``metric="diagonal"``); else keys are in the user's units, the
-        network standardises, and the scales are constants, left out when all 1."""
+        network standardises, and the scales are constants, left out when all 1. ``attention`` and
+        ``eps`` default to the parameters (training); prediction passes the fitted ones."""
+        attention = self.attention if attention is None else attention
+        eps = self.eps if eps is None else eps
         learn_scales = fitting and self.metric == "diagonal"
         log_scales = None
         if learn_scales or (feature_scales is not None and np.any(feature_scales != 1)):
             ones = np.ones(self.n_features_in_)
             log_scales = torch.log(torch.as_tensor(ones if feature_scales is None else feature_scales)).to(dtype)
         offset, scale, columns = self._column_standardisation()
-        entry = self.attention if callable(self.attention) else ATTENTIONS[self.attention]
+        entry = attention if callable(attention) else ATTENTIONS[attention]
         if isinstance(entry, type) and issubclass(entry, nn.Module):
             score = entry(keys.shape[1])
             if attention_params:
                 score.load_state_dict({name: torch.as_tensor(a) for name, a in attention_params.items()})
-        elif callable(self.attention):
-            user_score = self.attention
+        elif callable(attention):
+            user_score = attention
 
             def score(X, K, *, power, eps):
                 return user_score(X, K)
@@ -747,8 +785,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             torch.as_tensor(values, dtype=dtype),
             score,
             power,
-            self.eps,
-            softmax=self._attention_name() not in SOFTMAX_FREE,
+            eps,
+            softmax=not (isinstance(attention, str) and attention in SOFTMAX_FREE),
             log_scales=log_scales,
             learn_scales=learn_scales,
             column_features=torch.as_tensor(columns) if self.is_categorical_.any() else None,
@@ -789,6 +827,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _network(self, dtype, prototypes=None, logits=None):
         if prototypes is None:
             prototypes, logits = self._model()
+        attention, eps = self._fitted_attention()
         return self._build_network(
             self._encoded(prototypes),
             logits,
@@ -796,6 +835,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.power_,
             self.attention_params_,
             getattr(self, "feature_scales_", None),
+            attention=attention,
+            eps=eps,
         )
 
     def _validate_X(self, X):
@@ -836,12 +877,37 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 if check and not complete and np.isinf(rows).any():
                     assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
                 part = (fast if fast is not None and complete else definition)(rows)
+                if check:
+                    part = self._finite_or_refused(part, rows, start, what, prototypes, logits)
                 part = part if finish is None else finish(part)
                 if out is None:
                     kind = np.float64 if np.issubdtype(part.dtype, np.floating) else part.dtype
                     out = np.empty((X.shape[0], *part.shape[1:]), dtype=kind)
                 out[start : start + len(part)] = part
         return out
+
+    def _finite_or_refused(self, part, rows, start, what, prototypes, logits):
+        """``part`` (a chunk's logits or weights) where every row is finite; otherwise float32 rows
+        recomputed in float64, whose range is wider, and a ValueError for rows still not finite (the
+        squares of values beyond about 1e154 overflow even float64: such rows would predict NaN)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            if math.isfinite(part.sum()) or np.isfinite(part).all():
+                return part
+        bad = ~np.isfinite(part).all(axis=1)
+        if rows.dtype == np.float32:
+            part = part.astype(np.float64)
+            with config_context(assume_finite=True):  # rows already checked; the result is, below
+                part[bad] = self._in_chunks(rows[bad].astype(np.float64), what, None, prototypes, logits)
+            bad = ~np.isfinite(part).all(axis=1)
+            if not bad.any():
+                return part
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"Cannot predict {int(bad.sum())} row(s) of X, the first row {start + first}: its values (up to "
+            f"{float(np.abs(rows[first]).max()):.3g} in magnitude) are too large for this model, whose scores "
+            "overflow even float64 there. Scale X as the training data were scaled, e.g. with the same "
+            "sklearn.preprocessing.StandardScaler."
+        )
 
     def _from_logits(self, X, finish):
         """``finish(logits)`` on each chunk's logits (a numpy array in X's dtype)."""
@@ -876,7 +942,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         With ``attention="relu"`` the model is not an attention model: these are the hidden ReLU
         activations (rows do not sum to 1), and a warning says so.
         """
-        if self._attention_name() in SOFTMAX_FREE:
+        check_is_fitted(self)
+        attention = self._fitted_attention()[0]
+        if isinstance(attention, str) and attention in SOFTMAX_FREE:
             warnings.warn(
                 'attention="relu" is the fully-connected ReLU baseline, not attention: the returned '
                 "weights are ReLU activations and their rows do not sum to 1.",
@@ -980,7 +1048,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         y : label
             One of ``classes_``.
         margin : float, default=1.0
-            Required logit margin of class y over the runner-up at x.
+            Required logit margin of class y over the runner-up at x, at most ``MAX_MARGIN`` (40):
+            beyond it the probability of y at x is 1 to double precision, and a larger margin would
+            only move the predictions elsewhere.
         replace : int or None, default=None
             Overwrite prototype ``replace`` instead of adding a new one.
 
@@ -992,8 +1062,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         x = self._validate_one_sample(x)
         label = self._class_index(y)
-        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin < math.inf):
-            raise ValueError(f"margin must be a positive finite number, got {margin!r}.")
+        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin <= MAX_MARGIN):
+            raise ValueError(
+                f"margin must be a positive number of at most {MAX_MARGIN:g}, got {margin!r}: a logit margin of "
+                f"{MAX_MARGIN:g} already makes the probability of y at x 1 to double precision, and a larger "
+                "one only changes predictions elsewhere."
+            )
         with _PATCHING:  # from the model it reads to the one it writes (see _PATCHING)
             return self._add_prototype(x, label, margin, replace)
 
@@ -1025,7 +1099,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if not np.all(np.isfinite(logits[index])):
             raise ValueError(
                 f"Cannot patch: the new prototype gets attention weight {w:.3g} at x under "
-                f"attention={self.attention!r}, too small to move the prediction there."
+                f"attention={self._fitted_attention()[0]!r}, too small to move the prediction there."
             )
         after = self._in_chunks(x, "logits", None, prototypes, logits)[0]
         if np.argmax(after) != label:
@@ -1036,13 +1110,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return index
 
     def remove_prototypes(self, indices):
-        """Delete prototypes by index (at least one must remain). Returns self."""
+        """Delete prototypes by index (at least one must remain; none is a no-op). Returns self."""
         check_is_fitted(self)
         with _PATCHING:  # see _PATCHING
             m = len(self.prototypes_)
             idx = np.asarray(indices)
             if idx.ndim == 0:
                 idx = idx.reshape(1)
+            if idx.ndim == 1 and idx.size == 0:  # nothing to remove (np.asarray([]) is float64)
+                return self
             if idx.dtype.kind not in "iu" or idx.ndim != 1:
                 raise TypeError(f"indices must be integers or a 1-D array of integers, got {indices!r}.")
             if np.any((idx < 0) | (idx >= m)) or len(np.unique(idx)) != len(idx):
@@ -1094,13 +1170,17 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         path : str, path-like or writable binary file object
-            Where to write. An existing file is replaced only once the new one is complete.
+            Where to write. An existing file is replaced only once the new one is complete, and
+            keeps its permissions; a symbolic link is written through (it keeps pointing at the
+            model).
 
         Raises
         ------
         TypeError
             When ``attention`` is a Python function (code cannot be saved as data), or an attribute
             holds values other than numbers, strings and arrays of them.
+        ValueError
+            When the model is beyond the limits that :meth:`load` accepts (a file of 1 GiB).
 
         Examples
         --------
@@ -1120,8 +1200,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, path):
         """Load a model written by :meth:`save`, executing nothing from the file.
 
-        Every array's SHA-256, dtype, shape and finiteness and the hyperparameters are checked
-        before the model is returned.
+        Every array's SHA-256, dtype, shape and finiteness, every fitted attribute's type and the
+        hyperparameters are checked before the model is returned, and the model must predict
+        finite values at its prototypes. The work is bounded before it starts: only a regular file
+        of at most 1 GiB is read (a FIFO or a device is refused at once), and its directory and
+        metadata are checked before any array is read (see README, "Saving and sharing models").
 
         Parameters
         ----------
@@ -1134,7 +1217,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            When the file is not a protoattn model file, or is truncated, corrupted or edited.
+            When the file is not a regular file, not a protoattn model file, beyond the limits, or
+            truncated, corrupted or edited.
 
         Warns
         -----
@@ -1174,3 +1258,28 @@ def _check_2d(X):
     if X.ndim != 2:
         check_array(X, dtype=None, ensure_all_finite=False)
     return X
+
+
+def _check_class_weight(class_weight):
+    """Refuse class weights that sample_weight would refuse: negative, NaN or infinite ones."""
+    if not isinstance(class_weight, dict):
+        return
+    for label, weight in class_weight.items():
+        if not isinstance(weight, Real) or isinstance(weight, bool) or not 0 <= weight < math.inf:
+            raise ValueError(
+                f"class_weight[{label!r}] = {weight!r}: class weights must be non-negative finite numbers, "
+                "like sample_weight."
+            )
+
+
+def _check_trainable_scale(Z):
+    # Training runs in float32, where squared distances of the standardised rows, at most
+    # n_features * (2 max|z|)^2, must fit.
+    with np.errstate(over="ignore"):
+        largest = float(np.nanmax(np.abs(Z), initial=0.0))
+    if not 2 * largest * math.sqrt(Z.shape[1]) < math.sqrt(np.finfo(np.float32).max):
+        raise ValueError(
+            f"X has values too large for training: {largest:.3g} standard deviations of the training data from "
+            "its mean, where squared distances overflow float32 (or the standard deviation itself overflows). "
+            "Rescale those columns, or remove such outliers."
+        )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import re
+import secrets
 import sys
 
 import numpy as np
@@ -60,6 +63,44 @@ def _numeric(frame, columns, path):
         row, col = np.argwhere(numbers.isna().to_numpy())[0]
         raise CommandError(f"{path}: row {row + 1}, column {columns[col]!r} is empty")
     return numbers.astype(np.float64)
+
+
+def _check_output(path):
+    """Refuse, before any training, a model path that cannot be written: save writes a file beside
+    the (link's) target and renames it, so that folder must exist and take a new file."""
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise CommandError(f"--model {path}: is a folder; give a file name")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise CommandError(f"--model {path}: no folder {folder} to write the model in")
+    probe = os.path.join(folder, f".{os.path.basename(target)}.{secrets.token_hex(4)}.probe")
+    try:
+        with open(probe, "xb"):
+            pass
+        os.unlink(probe)
+    except OSError as error:
+        raise CommandError(f"--model {path}: cannot write in {folder} ({error.strerror})") from None
+
+
+def _check_hold_out(y, test_size, path):
+    """Refuse data too small to hold out a row of every class (and keep one of each to train on):
+    the split is stratified, and a model must not be saved without a class of the data."""
+    labels, counts = np.unique(y, return_counts=True)
+    n_test = math.ceil(test_size * len(y))
+    n_train = len(y) - n_test
+    if counts.min() < 2:
+        reason = f"class {labels[counts.argmin()]!r} has only 1 row, which cannot be both trained on and held out"
+    elif n_test < len(labels):
+        reason = f"--test-size {test_size:g} holds out {n_test} row(s), fewer than the {len(labels)} classes"
+    elif n_train < len(labels):
+        reason = f"--test-size {test_size:g} leaves {n_train} row(s) to train on, fewer than the {len(labels)} classes"
+    else:
+        return
+    raise CommandError(
+        f"{path}: {len(y)} rows of {len(labels)} classes are too few to hold out a row of every class: {reason}. "
+        "Add rows, change --test-size, or pass --test-size 0 to train on every row without a held-out score"
+    )
 
 
 def _load_model(path):
@@ -136,6 +177,9 @@ def fit(args):
 
     from . import IDWAttentionClassifier
 
+    if not 0 <= args.test_size < 1:
+        raise CommandError(f"--test-size must be a share of the rows, at least 0 and below 1; got {args.test_size:g}")
+    _check_output(args.model)  # before training, which may take long
     frame = _read_csv(args.data)
     if args.target not in frame.columns:
         raise CommandError(f"{args.data}: no target column {args.target!r} (columns: {', '.join(frame.columns)})")
@@ -155,9 +199,9 @@ def fit(args):
         params["max_epochs"] = args.max_epochs
     clf = IDWAttentionClassifier(**params, verbose=1)
     if args.test_size > 0:
-        stratify = y if np.unique(y, return_counts=True)[1].min() >= 2 else None
+        _check_hold_out(y, args.test_size, args.data)
         X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=args.test_size, stratify=stratify, random_state=args.seed
+            X, y, test_size=args.test_size, stratify=y, random_state=args.seed
         )
     else:
         X_train, y_train, X_test = X, y, None
@@ -316,7 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric", choices=["diagonal", "euclidean"], default="diagonal", help="learn per-feature scales (default)"
     )
     p.add_argument("--max-epochs", type=int, default=None, metavar="N", help="default: the estimator's")
-    p.add_argument("--test-size", type=float, default=0.2, metavar="F", help="held-out share (default 0.2; 0: none)")
+    p.add_argument(
+        "--test-size",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="held-out share of the rows, stratified by class, in [0, 1) (default 0.2; 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random_state (default 0)")
 
     p = command("predict", predict, "predict the rows of a CSV file")

@@ -341,3 +341,50 @@ def test_diagonal_metric_learns_which_features_matter():
     # The scales are part of the model: prediction uses them, whatever metric says afterwards.
     expected = diagonal.predict_proba(X)
     np.testing.assert_array_equal(diagonal.set_params(metric="euclidean").predict_proba(X), expected)
+
+
+def test_prediction_reads_the_fitted_state_not_parameters_changed_after_fit(iris, tmp_path):
+    X, y = iris
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=5, eps=1e-2, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+    assert clf.attention_ == "idw" and clf.eps_ == 1e-2
+    for params in [{"attention": "dot"}, {"eps": 10.0}, {"attention": "relu", "eps": 0.0}, {"metric": "euclidean"}]:
+        clf.set_params(**params)
+        np.testing.assert_array_equal(clf.predict_proba(X), expected)
+        assert clf.explain(X[:5]).weights.shape == (5, 3)
+    clf.set_params(attention="nope")  # invalid: the next fit says so, prediction is unaffected
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    with pytest.raises(ValueError, match="'attention' parameter"):
+        clf.fit(X, y)
+    clf.set_params(attention="dot", eps=1e-3)
+    clf.save(tmp_path / "model.protoattn")
+    loaded = IDWAttentionClassifier.load(tmp_path / "model.protoattn")
+    assert loaded.attention == "dot" and loaded.attention_ == "idw" and loaded.eps_ == 1e-2
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+    # A refit takes the new parameters.
+    refit = clf.fit(X, y)
+    assert refit.attention_ == "dot" and refit.eps_ == 1e-3
+
+
+def test_a_model_fitted_with_a_python_function_predicts_with_it_and_cannot_be_saved(iris, tmp_path):
+    X, y = iris
+
+    def score(X, K):
+        return -torch.cdist(X, K)
+
+    clf = IDWAttentionClassifier(attention=score, n_prototypes=6, max_epochs=3, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+    assert clf.attention_ is score
+    clf.set_params(attention="idw")
+    np.testing.assert_array_equal(clf.predict_proba(X), expected)
+    with pytest.raises(TypeError, match="attention is a Python function"):
+        clf.save(tmp_path / "model.protoattn")
+
+
+@pytest.mark.parametrize("empty", [[], (), np.array([], dtype=int), np.array([])])
+def test_removing_no_prototypes_changes_nothing(fitted, iris, empty):
+    X, _ = iris
+    clf = joblib.load(_roundtrip(fitted))
+    before = _state(clf, X)
+    assert clf.remove_prototypes(empty) is clf
+    _assert_same_state(before, clf, X)

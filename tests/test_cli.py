@@ -1,6 +1,7 @@
 """The protoattn command, end to end on CSV files the tests write, in subprocesses."""
 
 import io
+import os
 import subprocess
 import sys
 
@@ -12,10 +13,12 @@ from sklearn.datasets import load_iris
 from protoattn import IDWAttentionClassifier
 from protoattn.cli import main
 
+COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
-def run(*args, check=True):
+
+def run(*args, check=True, timeout=300):
     result = subprocess.run(
-        [sys.executable, "-m", "protoattn", *map(str, args)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "protoattn", *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
     if check:
         assert result.returncode == 0, result.stderr
@@ -219,3 +222,82 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["--version"])
     assert exit.value.code == 0 and capsys.readouterr().out.strip() == f"protoattn {__version__}"
+
+
+def _one_error_line(capsys, *parts):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("protoattn: error:"), lines
+    for part in parts:
+        assert part in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["nodir/x.model", "folder"])
+def test_fit_checks_the_model_path_before_training(files, tmp_path, capsys, where):
+    folder, _, _ = files
+    (tmp_path / "folder").mkdir()
+    model = tmp_path / where
+    assert main(["fit", str(folder / "iris.csv"), "--target", "species", "--model", str(model)]) == 2
+    line = _one_error_line(capsys, f"--model {model}")
+    assert ".partial" not in line and ("no folder" in line or "is a folder" in line)
+    assert "epoch" not in capsys.readouterr().err  # refused before the first epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"] and not list((tmp_path / "folder").iterdir())
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions that bind")
+def test_fit_refuses_a_folder_it_cannot_write_in(files, tmp_path, capsys):
+    folder, _, _ = files
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert main(["fit", str(folder / "iris.csv"), "--target", "species", "--model", str(locked / "m")]) == 2
+    _one_error_line(capsys, "cannot write in")
+
+
+@pytest.mark.parametrize("test_size", ["-1", "1", "1.5", "nan"])
+def test_fit_refuses_a_test_size_that_is_not_a_share(files, capsys, test_size, tmp_path):
+    folder, _, _ = files
+    args = ["fit", str(folder / "iris.csv"), "--target", "species", "--model", str(tmp_path / "m")]
+    assert main([*args, "--test-size", test_size]) == 2
+    _one_error_line(capsys, "--test-size must be a share of the rows")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "labels, test_size, reason",
+    [
+        (["a", "a", "a", "b", "b", "c"], "0.2", "class 'c' has only 1 row"),
+        (["a", "a", "b", "b", "c", "c"], "0.2", "holds out 2 row(s), fewer than the 3 classes"),
+        (["a", "a", "b", "b", "c", "c"], "0.9", "leaves 0 row(s) to train on"),
+    ],
+)
+def test_fit_refuses_data_too_small_to_hold_out_every_class(tmp_path, capsys, labels, test_size, reason):
+    data = pd.DataFrame({"x": np.arange(len(labels), dtype=float), "y": labels})
+    data.to_csv(tmp_path / "small.csv", index=False)
+    args = ["fit", str(tmp_path / "small.csv"), "--target", "y", "--model", str(tmp_path / "m"), "--max-epochs", "2"]
+    assert main([*args, "--test-size", test_size]) == 2
+    _one_error_line(capsys, "too few to hold out a row of every class", reason, "--test-size 0")
+    assert not (tmp_path / "m").exists()
+    assert main([*args, "--test-size", "0"]) == 0  # every row trains: every class is in the model
+    assert list(IDWAttentionClassifier.load(tmp_path / "m").classes_) == sorted(set(labels))
+
+
+def test_predict_refuses_rows_too_large_instead_of_writing_empty_cells(files, tmp_path, capsys):
+    _, model, _ = files
+    rows = pd.DataFrame([[5.0, 3.0, 1.5, 0.2], [1e160, 3.0, 1.5, 0.2]], columns=COLUMNS)
+    rows.to_csv(tmp_path / "big.csv", index=False)
+    assert main(["predict", str(model), str(tmp_path / "big.csv")]) == 2
+    _one_error_line(capsys, "row 1", "too large")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_predict_with_a_fifo_as_model_ends_at_once(files, tmp_path):
+    folder, _, _ = files
+    fifo = tmp_path / "model"
+    os.mkfifo(fifo)
+    try:
+        result = run("predict", fifo, folder / "new.csv", check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("protoattn predict blocked on a FIFO")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("protoattn: error:") and "not a regular file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

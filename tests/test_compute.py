@@ -51,7 +51,7 @@ def test_fit_and_predict_run_torch_on_one_thread_and_restore_the_count(iris):
     budget = torch.get_num_threads()
     fit_threads, predict_threads = [], []
     clf = IDWAttentionClassifier(attention=_threads_seen(fit_threads), n_prototypes=6, max_epochs=2).fit(X, y)
-    clf.attention = _threads_seen(predict_threads)
+    clf.attention_ = _threads_seen(predict_threads)  # the fitted score, which prediction uses
     clf.predict(X)
     assert fit_threads == predict_threads == [1]
     assert torch.get_num_threads() == budget
@@ -75,7 +75,7 @@ def test_training_limits_the_blas_to_one_thread_and_prediction_leaves_it(iris):
     clf = IDWAttentionClassifier(attention=lambda X, K: score(X, K, during_fit), n_prototypes=6, max_epochs=2)
     clf.fit(X, y)
     assert during_fit == [[1] * len(before)] and _blas_threads() == before  # restored
-    clf.attention = lambda X, K: score(X, K, during_predict)
+    clf.attention_ = lambda X, K: score(X, K, during_predict)
     clf.predict(X)
     assert during_predict == [before]
 

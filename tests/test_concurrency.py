@@ -80,3 +80,20 @@ def test_patching_beside_predictions_gives_the_model_before_or_after():
     finally:
         sys.setswitchinterval(interval)
     assert seen <= {"before", "after"}
+
+
+def test_a_fit_in_a_worker_thread_equals_the_same_fit_in_the_main_thread():
+    # Training limits the BLAS to one thread in the calling thread, whichever it is. threadpoolctl's
+    # limit was process-wide and, for OpenBLAS, taken only from the thread that first set it (the
+    # main one): in a worker the BLAS kept every core and rounded its products differently.
+    X, y = make_classification(3000, n_features=50, n_informative=10, n_classes=3, random_state=0)
+
+    def fit():
+        return IDWAttentionClassifier(n_prototypes=60, max_epochs=5, random_state=0).fit(X, y)
+
+    main = fit()
+    with ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(fit).result()
+    np.testing.assert_array_equal(worker.prototypes_, main.prototypes_)
+    np.testing.assert_array_equal(worker.logits_, main.logits_)
+    np.testing.assert_array_equal(worker.feature_scales_, main.feature_scales_)

@@ -347,3 +347,106 @@ def test_add_prototype_flips_its_point(problem, where):
         return
     assert clf.predict([x])[0] == target
     assert clf.patched_prototypes_[-1] and np.all(np.isfinite(clf.logits_))
+
+
+# ------------------------------------------------------------------------ extreme values, refused
+
+
+@pytest.mark.parametrize("attention, eps", [("idw", 1e-3), ("idw", 0.0), ("expressive", 1e-3)])
+def test_rows_too_large_for_float64_are_refused_not_predicted_nan(iris, attention, eps):
+    # idw with eps > 0 predicts through the numpy speed variant, the others through the torch
+    # network: at |x| ~ 1e160 squared distances (and expressive's squared products) overflow float64,
+    # which used to give NaN probabilities and classes_[0] silently.
+    X, y = iris
+    clf = IDWAttentionClassifier(attention=attention, eps=eps, max_epochs=5, random_state=0).fit(X, y)
+    big = np.vstack([X[:3], np.full((1, 4), 1e160)])
+    for method in ["predict", "predict_proba", "decision_function", "predict_log_proba", "attention_weights"]:
+        with pytest.raises(ValueError, match=r"row 3.*1e\+160.*too large.*Scale X"):
+            getattr(clf, method)(big)
+    np.testing.assert_array_equal(clf.predict(X[:3]), clf.predict(big[:3]))  # nothing else changed
+
+
+@pytest.mark.parametrize("attention, eps", [("idw", 1e-3), ("idw", 0.0), ("expressive", 1e-3), ("kernel", 1e-3)])
+def test_float32_rows_beyond_its_range_are_computed_in_float64(iris, attention, eps):
+    # Squares of float32 values beyond about 1e19 overflow float32: such rows are computed in float64,
+    # as float64 input would be, never NaN.
+    X, y = iris
+    clf = IDWAttentionClassifier(attention=attention, eps=eps, max_epochs=5, random_state=0).fit(X, y)
+    big = np.vstack([X[:3], np.full((1, 4), 1e20), [[-3e19, 1e19, 0.0, 2e19]]]).astype(np.float32)
+    proba = clf.predict_proba(big)
+    assert np.all(np.isfinite(proba))
+    np.testing.assert_allclose(proba[3:], clf.predict_proba(big[3:].astype(np.float64)), rtol=1e-5)
+    np.testing.assert_allclose(proba[:3], clf.predict_proba(X[:3]), rtol=1e-5)
+    np.testing.assert_array_equal(clf.predict(big), clf.classes_[proba.argmax(1)])
+
+
+@pytest.mark.parametrize("learning_rate", [1e3, 1e5])
+def test_a_fit_that_diverges_still_predicts_finite_probabilities_on_its_training_data(iris, learning_rate):
+    # A kernel's scales after one step of learning_rate 1e3 are finite but overflow exp: the
+    # parameters that training ends with must predict finite values on its own data, or fit says why.
+    X, y = iris
+    with pytest.warns(ConvergenceWarning, match="Lower learning_rate"):
+        clf = IDWAttentionClassifier(attention="kernel", learning_rate=learning_rate, random_state=0).fit(X, y)
+    for dtype in [np.float64, np.float32]:
+        assert np.all(np.isfinite(clf.predict_proba(X.astype(dtype))))
+
+
+def test_partial_fit_refuses_rows_too_large_to_train_on_like_fit(iris):
+    # Numbers at 1e20 train like any others (standardised in the model); at 1e200 their variance
+    # overflows float64: fit and partial_fit refuse them alike, and a refused call changes nothing.
+    X, y = iris
+    assert IDWAttentionClassifier(random_state=0).fit(X * 1e20, y).score(X * 1e20, y) > 0.9
+    message = "too large for training"
+    with pytest.raises(ValueError, match=message):
+        IDWAttentionClassifier().fit(X * 1e200, y)
+    clf = IDWAttentionClassifier()
+    with pytest.raises(ValueError, match=message):
+        clf.partial_fit(X * 1e200, y, classes=[0, 1, 2])
+    assert not hasattr(clf, "classes_")  # nothing changed: the next call is still a first one
+    first = IDWAttentionClassifier(random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    before = first.prototypes_.copy()
+    with pytest.raises(ValueError, match=message):
+        first.partial_fit(X * 1e200, y)
+    np.testing.assert_array_equal(first.prototypes_, before)
+
+
+@pytest.mark.parametrize("eps", [1e-39, 5e-324, 1e31, 1e300, -1e-3, np.nan, np.inf])
+def test_eps_outside_the_range_where_training_works_is_refused(iris, eps):
+    X, y = iris
+    with pytest.raises(ValueError, match=r"'eps' parameter.*\{0\} or a float in the range \[1e-30, 1e\+30\]"):
+        IDWAttentionClassifier(eps=eps, max_epochs=2).fit(X, y)
+
+
+@pytest.mark.parametrize("eps", [0, 0.0, 1e-30, 1e-3, 1e30])
+def test_eps_at_the_ends_of_its_range_trains(iris, eps):
+    X, y = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        clf = IDWAttentionClassifier(eps=eps, max_epochs=3, random_state=0).fit(X, y)
+    assert clf.n_iter_ == 3 and np.all(np.isfinite(clf.predict_proba(X)))
+
+
+@pytest.mark.parametrize("weight", [-1, -1e-9, np.nan, np.inf, "2", None, True])
+@pytest.mark.parametrize("how", ["fit", "partial_fit"])
+def test_bad_class_weight_values_are_refused_like_bad_sample_weights(iris, weight, how):
+    X, y = iris
+    clf = IDWAttentionClassifier(class_weight={0: weight, 1: 1.0, 2: 1.0}, max_epochs=2)
+    with pytest.raises(ValueError, match=r"class_weight\[0\].*non-negative finite"):
+        clf.fit(X, y) if how == "fit" else clf.partial_fit(X, y, classes=[0, 1, 2])
+    assert not hasattr(clf, "classes_")
+
+
+@pytest.mark.parametrize("margin", [40.0001, 1e6, 1e300])
+def test_add_prototype_refuses_a_margin_beyond_what_probabilities_can_show(fitted, iris, margin):
+    X, _ = iris
+    before = _state(fitted, X)
+    with pytest.raises(ValueError, match="margin must be a positive number of at most 40"):
+        fitted.add_prototype(X[0], 1, margin=margin)
+    _assert_same_state(before, fitted, X)
+
+
+def test_add_prototype_takes_the_largest_margin(fitted, iris):
+    X, _ = iris
+    clf = copy.deepcopy(fitted)
+    clf.add_prototype(X[0], 1, margin=40)
+    assert clf.predict(X[:1])[0] == 1 and np.all(np.isfinite(clf.predict_proba(X)))
