@@ -1,0 +1,150 @@
+"""Raw tables: categories, missing values and any units, read back in the user's units (protoattn._tables)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from palmerpenguins import load_penguins
+from sklearn.datasets import load_iris
+from sklearn.model_selection import StratifiedKFold, cross_val_score, train_test_split
+
+from protoattn import IDWAttentionClassifier
+from protoattn.attention import squared_distances
+
+
+@pytest.fixture(scope="module")
+def penguins():
+    table = load_penguins()
+    return table.drop(columns="species"), table["species"]
+
+
+@pytest.fixture(scope="module")
+def fitted(penguins):
+    X, y = penguins
+    return IDWAttentionClassifier(n_prototypes=9, random_state=0).fit(X, y)
+
+
+def test_a_raw_penguin_table_fits_as_well_as_a_standardised_pipeline(penguins):
+    X, y = penguins
+    assert X.isna().any().any() and not pd.api.types.is_numeric_dtype(X["island"])  # text and empty cells
+    scores = cross_val_score(
+        IDWAttentionClassifier(random_state=0), X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0)
+    )
+    assert scores.mean() >= 0.97
+
+
+def test_prototypes_are_plausible_rows_of_the_table(penguins, fitted):
+    X, _ = penguins
+    frame = fitted.prototypes_frame()
+    assert list(frame.columns) == [*X.columns, "label", "patched"]
+    assert fitted.prototypes_.dtype == object and not frame[list(X.columns)].isna().any().any()
+    for column in X.columns:
+        if pd.api.types.is_numeric_dtype(X[column]):
+            assert X[column].min() <= frame[column].min() and frame[column].max() <= X[column].max(), column
+        else:
+            assert set(frame[column]) <= set(X[column].dropna()), column
+    assert list(fitted.categories_[0]) == ["Biscoe", "Dream", "Torgersen"]
+    assert fitted.is_categorical_.tolist() == [True, False, False, False, False, True, False]
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e6])
+def test_units_do_not_change_training(scale):
+    X, y = load_iris(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, stratify=y, random_state=0)
+    one = IDWAttentionClassifier(random_state=0).fit(X_train, y_train)
+    other = IDWAttentionClassifier(random_state=0).fit(X_train * scale, y_train)
+    np.testing.assert_array_equal(other.predict(X_test * scale), one.predict(X_test))
+    np.testing.assert_allclose(other.prototypes_ / scale, one.prototypes_, rtol=1e-6)
+    np.testing.assert_allclose(other.predict_proba(X_test * scale), one.predict_proba(X_test), atol=1e-6)
+
+
+def test_one_column_in_other_units_changes_nothing():
+    X, y = load_iris(return_X_y=True)
+    grams = X * np.array([1.0, 1e3, 1.0, 1e-3])
+    one = IDWAttentionClassifier(random_state=0).fit(X, y)
+    other = IDWAttentionClassifier(random_state=0).fit(grams, y)
+    assert other.score(grams, y) == one.score(X, y)
+
+
+def test_missing_values_at_fit_predict_explain_and_patch(penguins, fitted):
+    X, _ = penguins
+    rows = X.iloc[[3, 10, 20]].copy()  # row 3 has only island and year
+    assert rows.isna().any(axis=1).iloc[0]
+    proba = fitted.predict_proba(rows)
+    assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(1), 1.0)
+    why = fitted.explain(rows)
+    assert why.feature_terms[0, :, 1:6].sum() == 0  # the missing features add nothing
+    x = rows.iloc[0]
+    clf = _copy(fitted)
+    index = clf.add_prototype(x, "Gentoo")
+    assert clf.predict(rows.iloc[[0]])[0] == "Gentoo"
+    new = clf.prototypes_[index]
+    assert new[0] == "Torgersen" and new[6] == 2007 and not pd.isna(new).any()  # missing cells filled in
+
+
+def test_a_row_with_every_value_missing_gets_the_average_vote(fitted, penguins):
+    X, _ = penguins
+    empty = pd.DataFrame([[None] * X.shape[1]], columns=X.columns)
+    proba = fitted.predict_proba(empty)
+    np.testing.assert_allclose(proba.sum(), 1.0)
+
+
+def test_unknown_categories_count_as_missing(fitted, penguins):
+    X, _ = penguins
+    row = X.iloc[[0]].copy()
+    unknown, missing = row.copy(), row.copy()
+    unknown["island"], missing["island"] = "Atlantis", None
+    np.testing.assert_allclose(fitted.predict_proba(unknown), fitted.predict_proba(missing))
+
+
+def test_feature_terms_sum_to_the_models_squared_distance(fitted, penguins):
+    X, _ = penguins
+    rows = X.iloc[:40]
+    why = fitted.explain(rows, top_k=3)
+    network = fitted._network(torch.float64)
+    with torch.no_grad():
+        distances = squared_distances(*network.scaled(torch.as_tensor(fitted._validate_X(rows)))).numpy()
+    expected = np.take_along_axis(distances, why.prototype_indices, axis=1)
+    np.testing.assert_allclose(why.feature_terms.sum(-1), expected, rtol=1e-9, atol=1e-9)
+    frame = why.feature_frame(0)
+    assert list(frame.columns) == ["feature", "sample", "prototype", "term"]
+    assert frame["term"].is_monotonic_decreasing and np.isclose(frame["term"].sum(), expected[0, 0])
+    assert list(why.to_frame()["sample"][:3]) == [0, 0, 0] and why.index.tolist() == list(rows.index)
+
+
+def test_prototypes_frame_round_trips_through_save_and_load(fitted, penguins, tmp_path):
+    X, _ = penguins
+    path = tmp_path / "penguins.protoattn"
+    fitted.save(path)
+    loaded = IDWAttentionClassifier.load(path)
+    pd.testing.assert_frame_equal(loaded.prototypes_frame(), fitted.prototypes_frame())
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
+@pytest.mark.parametrize("given", [["island", "sex"], [0, 5], np.array([1, 0, 0, 0, 0, 1, 0], dtype=bool)])
+def test_categorical_features_by_name_index_or_mask(penguins, given):
+    X, y = penguins
+    as_codes = X.assign(island=X["island"].astype("category").cat.codes, sex=X["sex"].map({"male": 1, "female": 0}))
+    clf = IDWAttentionClassifier(categorical_features=given, max_epochs=5, random_state=0).fit(as_codes, y)
+    assert clf.is_categorical_.tolist() == [True, False, False, False, False, True, False]
+
+
+def test_text_without_categorical_features_says_how_to_fix(penguins):
+    X, y = penguins
+    with pytest.raises(ValueError, match="not numbers.*categorical_features"):
+        IDWAttentionClassifier(categorical_features=None).fit(X, y)
+
+
+def test_sparse_input_predicts_like_dense():
+    import scipy.sparse as sp
+
+    X, y = load_iris(return_X_y=True)
+    dense = IDWAttentionClassifier(random_state=0).fit(X, y)
+    sparse = IDWAttentionClassifier(random_state=0).fit(sp.csr_matrix(X), y)
+    np.testing.assert_allclose(sparse.predict_proba(sp.csr_matrix(X)), dense.predict_proba(X))
+
+
+def _copy(clf):
+    import copy
+
+    return copy.deepcopy(clf)
