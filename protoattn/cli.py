@@ -46,23 +46,12 @@ def _read_csv(path):
     return frame
 
 
-def _numeric(frame, columns, path):
-    """The given columns as floats; a non-numeric cell is named by row and column."""
+def _columns(frame, columns, path):
+    """The given columns of a CSV as they are (numbers, text, empty cells): the model reads them."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise CommandError(f"{path}: missing column(s) {', '.join(map(str, missing))}")
-    import pandas as pd
-
-    data = frame[list(columns)]
-    numbers = data.apply(pd.to_numeric, errors="coerce")
-    bad = numbers.isna() & data.notna()
-    if bad.to_numpy().any():
-        row, col = np.argwhere(bad.to_numpy())[0]
-        raise CommandError(f"{path}: row {row + 1}, column {columns[col]!r}: {data.iat[row, col]!r} is not a number")
-    if numbers.isna().to_numpy().any():
-        row, col = np.argwhere(numbers.isna().to_numpy())[0]
-        raise CommandError(f"{path}: row {row + 1}, column {columns[col]!r} is empty")
-    return numbers.astype(np.float64)
+    return frame[list(columns)]
 
 
 def _check_output(path):
@@ -116,7 +105,7 @@ def _features(clf, frame, path):
     names = getattr(clf, "feature_names_in_", None)
     if names is None:
         raise CommandError(f"{path}: the model has no feature names; fit it with this command")
-    return _numeric(frame, [str(n) for n in names], path)
+    return _columns(frame, [str(n) for n in names], path)
 
 
 def _note(args, message):
@@ -186,7 +175,12 @@ def fit(args):
     y = frame[args.target].to_numpy()
     if frame[args.target].isna().any():
         raise CommandError(f"{args.data}: the target column {args.target!r} has empty cells")
-    X = _numeric(frame, [c for c in frame.columns if c != args.target], args.data)
+    unknown = [c for c in args.drop if c not in frame.columns]
+    if unknown:
+        raise CommandError(f"{args.data}: --drop names no column {', '.join(map(repr, unknown))}")
+    X = frame.drop(columns=[args.target, *args.drop])
+    if X.shape[1] == 0:
+        raise CommandError(f"{args.data}: no feature column left besides the target")
     params = {
         "attention": args.attention,
         "n_prototypes": args.n_prototypes,
@@ -240,7 +234,6 @@ def explain(args):
 
 def prototypes(args):
     """The prototypes as a table (one row each), or a picture."""
-    import pandas as pd
 
     clf = _load_model(args.model)
     if args.png:
@@ -249,10 +242,9 @@ def prototypes(args):
         plot_prototypes(clf).savefig(args.png)
         _note(args, f"wrote {args.png}")
         return
-    names = getattr(clf, "feature_names_in_", [f"x{i}" for i in range(clf.n_features_in_)])
-    table = pd.DataFrame(clf.prototypes_, columns=names)
-    table.insert(0, "patched", clf.patched_prototypes_)
-    table.insert(0, "label", clf.prototype_labels_)
+    table = clf.prototypes_frame()  # in the CSV's units and categories
+    features = [c for c in table.columns if c not in ("label", "patched")]
+    table = table[["label", "patched", *features]]
     table.insert(0, "prototype", np.arange(len(table)))
     _write_table(table, args)
 
@@ -266,16 +258,38 @@ def patch(args):
     values = args.row.split(",")
     if len(values) != len(names):
         raise CommandError(f"--row has {len(values)} values; the model needs {len(names)} ({', '.join(names)})")
-    row = _numeric(pd.DataFrame([values], columns=names), names, "--row")
+    row = pd.DataFrame([[v.strip() or None for v in values]], columns=names)
+    for j, name in enumerate(names):  # numeric features as numbers, empty cells as missing
+        if not clf.is_categorical_[j]:
+            number = pd.to_numeric(row[name], errors="coerce")
+            if number.isna().iloc[0] and row[name].notna().iloc[0]:
+                raise CommandError(f"--row: {row[name].iloc[0]!r} for {name!r} is not a number")
+            row[name] = number.astype(float)
     matches = [c for c in clf.classes_ if str(c) == args.label]
     if not matches:
         raise CommandError(f"--label {args.label!r} is not a class of the model ({', '.join(map(str, clf.classes_))})")
+    _warn_if_far(clf, row)
     before = clf.predict(row)[0]
     index = clf.add_prototype(row.iloc[0], matches[0], margin=args.margin, replace=args.replace)
     clf.save(args.model)
     action = "replaced" if args.replace is not None else "added"
     print(f"{action} prototype {index}: the row was predicted {before}, now {clf.predict(row)[0]}")
     print(f"model written to {args.model} ({len(clf.prototypes_)} prototypes)")
+
+
+def _warn_if_far(clf, row, limit=4.0):
+    """Say so when the row's numbers lie far from the training data: a patch there is unusual."""
+    numeric = ~clf.is_categorical_
+    values = row.to_numpy(dtype=object)[0, numeric].astype(float)
+    z = np.abs(values - clf.feature_means_[numeric]) / clf.feature_stds_[numeric]
+    far = np.flatnonzero(z > limit)
+    if far.size:
+        names = np.asarray(row.columns)[numeric][far]
+        print(
+            f"protoattn: warning: the row lies far outside the training data ({', '.join(map(str, names))}: "
+            f"more than {limit:g} standard deviations from the training mean)",
+            file=sys.stderr,
+        )
 
 
 def export_onnx(args):
@@ -352,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare features directly: put them on comparable scales first)",
     )
     p.add_argument("--target", required=True, metavar="COLUMN", help="name of the label column")
+    p.add_argument("--drop", nargs="+", default=[], metavar="COLUMN", help="columns to leave out (an id, a note)")
     p.add_argument("--model", required=True, metavar="MODEL", help="where to write the model")
     p.add_argument("--attention", default="idw", help="attention score (default idw)")
     p.add_argument("--n-prototypes", type=int, default=None, metavar="N", help="default: 10 per class")

@@ -112,7 +112,10 @@ def test_export_onnx_from_the_command_line(files):
     [
         (lambda f, m: ["fit", f / "nope.csv", "--target", "y", "--model", f / "x.model"], "no such file"),
         (lambda f, m: ["fit", f / "iris.csv", "--target", "colour", "--model", f / "x.model"], "no target column"),
-        (lambda f, m: ["fit", f / "bad.csv", "--target", "species", "--model", f / "x.model"], "is not a number"),
+        (
+            lambda f, m: ["fit", f / "iris.csv", "--target", "species", "--model", f / "x.model", "--drop", "nope"],
+            "--drop",
+        ),
         (lambda f, m: ["predict", m, f / "short.csv"], "missing column"),
         (lambda f, m: ["predict", f / "iris.csv", f / "new.csv"], "model"),
         (lambda f, m: ["patch", m, "--row", "1,2", "--label", "setosa"], "--row has 2 values"),
@@ -301,3 +304,30 @@ def test_predict_with_a_fifo_as_model_ends_at_once(files, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("protoattn: error:") and "not a regular file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_raw_csv_with_text_columns_and_empty_cells(tmp_path, capsys):
+    # No preprocessing option: text columns are categories, empty cells missing, units as they are.
+    from palmerpenguins import load_penguins
+
+    table = load_penguins().assign(note="field note")
+    table.to_csv(tmp_path / "penguins.csv", index=False)
+    table.drop(columns="species").iloc[:3].to_csv(tmp_path / "new.csv", index=False)
+    model = tmp_path / "penguins.protoattn"
+    assert main(["fit", str(tmp_path / "penguins.csv"), "--target", "species", "--model", str(model),
+                 "--drop", "note", "--n-prototypes", "6", "--max-epochs", "30", "--quiet"]) == 0  # fmt: skip
+    assert "held-out accuracy" in capsys.readouterr().out
+    assert main(["predict", str(model), str(tmp_path / "new.csv")]) == 0
+    assert capsys.readouterr().out.split() == ["prediction", "Adelie", "Adelie", "Adelie"]
+    assert main(["prototypes", str(model)]) == 0
+    prototypes = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert set(prototypes["island"]) <= {"Biscoe", "Dream", "Torgersen"} and "note" not in prototypes
+    assert prototypes["body_mass_g"].between(table["body_mass_g"].min(), table["body_mass_g"].max()).all()
+    assert main(["explain", str(model), str(tmp_path / "new.csv"), "--top-k", "1"]) == 0
+    assert len(pd.read_csv(io.StringIO(capsys.readouterr().out))) == 3
+    row = "Dream,50.0,,200,,female,2008"  # empty cells: missing values
+    assert main(["patch", str(model), "--row", row, "--label", "Gentoo"]) == 0
+    out, err = capsys.readouterr()
+    assert "now Gentoo" in out and err == ""
+    assert main(["patch", str(model), "--row", "Dream,50.0,17,200,40000,female,2008", "--label", "Gentoo"]) == 0
+    assert "far outside the training data (body_mass_g" in capsys.readouterr().err
