@@ -65,6 +65,13 @@ def network_to_onnx(clf, dtype="float32", *, opset=None):
     check_is_fitted(clf)
     if dtype not in ("float32", "float64"):
         raise ValueError(f'dtype must be "float32" or "float64", got {dtype!r}.')
+    if getattr(clf, "is_categorical_", np.zeros(1, dtype=bool)).any():
+        names = np.asarray(clf._feature_names())[clf.is_categorical_].tolist()
+        raise ValueError(
+            f"ONNX export takes numeric features, and this model has categorical ones ({', '.join(map(str, names))}): "
+            "encode them as numbers before the classifier (e.g. an OrdinalEncoder in a pipeline, then "
+            "categorical_features=None), or serve the model with protoattn."
+        )
     try:
         import onnx  # noqa: F401  (the exporter needs it, and onnxscript)
     except ImportError as error:

@@ -56,3 +56,14 @@ def test_export_refuses_unfitted_model_and_bad_dtype(iris, tmp_path):
     clf = IDWAttentionClassifier(n_prototypes=3, max_epochs=2, random_state=0).fit(X, y)
     with pytest.raises(ValueError, match="dtype"):
         export_onnx(clf, tmp_path / "x.onnx", dtype="int8")
+
+
+def test_a_model_with_categorical_features_says_how_to_export(tmp_path):
+    import pandas as pd
+    from palmerpenguins import load_penguins
+
+    table = load_penguins()
+    clf = IDWAttentionClassifier(max_epochs=2, random_state=0).fit(table.drop(columns="species"), table["species"])
+    with pytest.raises(ValueError, match="categorical ones \\(island, sex\\).*OrdinalEncoder"):
+        export_onnx(clf, tmp_path / "m.onnx")
+    assert isinstance(clf.prototypes_frame(), pd.DataFrame)
