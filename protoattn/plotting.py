@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from .classifier import IDWAttentionClassifier
 
-__all__ = ["plot_attention", "plot_decision_regions", "plot_explanation", "plot_prototypes"]
+__all__ = ["plot_attention", "plot_decision_regions", "plot_explanation", "plot_feature_terms", "plot_prototypes"]
 
 #: Edge colour of the prototypes placed by ``add_prototype`` (no class colour is close to it).
 PATCHED_COLOR = "magenta"
@@ -401,6 +401,67 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
     ax.set_xlabel(f"contribution to the logit of class {predicted}")
     ax.set_title(f"predicted {predicted}: logit {e.logit[0]:.3f} = sum of the bars")
     return fig
+
+
+def plot_feature_terms(clf, x, *, rank=0, class_names=None, ax=None):
+    """Why one sample is close to one of its prototypes, feature by feature.
+
+    One horizontal bar per feature, largest first: the feature's term of the squared distance between
+    the sample and its ``rank``-th prototype in the model's metric (standardised features times
+    ``feature_scales_``; :attr:`Explanation.feature_terms`), labelled with the sample's and the
+    prototype's values in the user's units and categories. The terms sum to the distance, which the
+    title states; a missing feature adds nothing.
+
+    Parameters
+    ----------
+    clf : fitted IDWAttentionClassifier
+    x : array-like or pandas Series of shape (n_features,), or a one-row DataFrame
+    rank : int, default=0
+        Which prototype: 0 is the one contributing most to the prediction.
+    class_names : list of str, dict or None, default=None
+        Names of the classes, in the order of ``clf.classes_`` (a list) or by label (a dict).
+    ax : matplotlib Axes or None, default=None
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    _check_fitted(clf)
+    names = _class_names(clf, class_names)
+    rank = operator.index(rank)
+    e = clf.explain(_one_row(x), top_k=rank + 1)
+    if not 0 <= rank < e.prototype_indices.shape[1]:
+        raise ValueError(f"rank must be in [0, {e.prototype_indices.shape[1]}), got {rank}.")
+    frame = e.feature_frame(0, rank)
+    prototype = e.prototype_indices[0, rank]
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * len(frame)), layout="constrained")
+    color = _class_colors(len(clf.classes_))[_prototype_codes(clf)[prototype]]
+    bars = ax.barh(np.arange(len(frame)), frame["term"], color=color)
+    ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.margins(x=0.12)
+    ax.set_xlim(left=0)
+    labels = [
+        f"{f}: {_short(v)} vs {_short(p)}" for f, v, p in frame[["feature", "sample", "prototype"]].itertuples(False)
+    ]
+    ax.set_yticks(np.arange(len(frame)), labels=labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("term of the squared distance\n(standardised units × learned feature scale²)")
+    ax.set_ylabel("feature: sample vs prototype")
+    label = _name_of(clf, names, clf.prototype_labels_[prototype])
+    ax.set_title(
+        f"why {_sample_name(x, None)} is close to prototype #{prototype} (class {label})\n"
+        f"squared distance {frame['term'].sum():.3f} = sum of the bars"
+    )
+    return ax
+
+
+def _short(value):
+    """A cell's value for a label: numbers to 4 significant digits, a missing one as 'missing'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    return f"{value:.4g}" if isinstance(value, float | np.floating) else str(value)
 
 
 def _draw_explanation_images(axes, clf, x, e, shape, names, predicted):

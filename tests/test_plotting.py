@@ -357,3 +357,24 @@ def test_package_imports_without_matplotlib():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install 'protoattn[plot]'" in result.stdout
+
+
+def test_feature_terms_plot_reads_one_explanation_feature_by_feature():
+    from palmerpenguins import load_penguins
+
+    from protoattn.plotting import plot_feature_terms
+
+    table = load_penguins()
+    X, y = table.drop(columns="species"), table["species"]
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=20, random_state=0).fit(X, y)
+    sample = X.iloc[3]  # only island and year observed
+    ax = plot_feature_terms(clf, sample)
+    frame = clf.explain(X.iloc[[3]], top_k=1).feature_frame(0)
+    widths = [bar.get_width() for bar in ax.patches]
+    np.testing.assert_allclose(widths, frame["term"])
+    labels = [tick.get_text() for tick in ax.get_yticklabels()]
+    assert labels[0].startswith(frame["feature"][0]) and any("missing vs" in label for label in labels)
+    assert "squared distance" in ax.get_title() and ax.get_xlabel().startswith("term of the squared distance")
+    with pytest.raises(ValueError, match="rank"):
+        plot_feature_terms(clf, sample, rank=len(clf.prototypes_))
+    plt.close("all")
