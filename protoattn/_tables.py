@@ -144,6 +144,8 @@ def standardisation(numeric, sample_weight=None, scaler=None):
     if not numeric.shape[1]:
         return np.zeros(0), np.ones(0), None
     # A copy: a call that fails later leaves the stream's scaler as it was.
+    if sample_weight is not None and np.all(sample_weight == 1):
+        sample_weight = None  # the same statistics, by a path several times faster
     scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
     return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler
 

@@ -421,7 +421,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         numeric, categorical = _tables.split(X, self.is_categorical_, [np.float64, np.float32], "allow-nan")
         numeric = numeric.toarray() if sp.issparse(numeric) else numeric  # training densifies
         sample_weight = _check_sample_weight(sample_weight, numeric, ensure_non_negative=True)
-        used = sample_weight > 0
+        used = slice(None) if np.all(sample_weight > 0) else sample_weight > 0  # a slice copies nothing
         if reset:
             self.categories_ = _tables.fit_categories(categorical[used])
             self._scaler = None
@@ -432,20 +432,17 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value (refused below)
             low, high = np.nanmin(numeric[used], 0, initial=np.inf), np.nanmax(numeric[used], 0, initial=-np.inf)
+        if reset and np.any(low > high):
+            features = np.flatnonzero(~self.is_categorical_)[low > high].tolist()
+            raise ValueError(f"Numeric features {features} have no value in the training data: drop them.")
+        numeric_features = ~self.is_categorical_
+        _check_trainable_scale(low, high, self.feature_means_[numeric_features], self.feature_stds_[numeric_features])
         if not reset and hasattr(self, "_numeric_range"):  # the range of every row trained on so far
             low, high = np.minimum(low, self._numeric_range[0]), np.maximum(high, self._numeric_range[1])
         self._numeric_range = low, high
         offset, scale, _ = self._column_standardisation()
         Z = _tables.encode(numeric, categorical, self.is_categorical_, self.categories_)
-        with np.errstate(over="ignore", invalid="ignore"):
-            Z = (Z - offset) / scale
-        _check_trainable_scale(Z)
-        empty = np.isnan(Z).all(0) & ~self.is_categorical_[self._columns()]
-        if reset and empty.any():
-            raise ValueError(
-                f"Numeric features {np.unique(self._columns()[empty]).tolist()} have no value in the training "
-                "data: drop them."
-            )
+        Z = (Z - offset.astype(Z.dtype)) / scale.astype(Z.dtype)
         # In training's float32: data that differ only in their units are then the same bits.
         return Z.astype(np.float32), y, sample_weight
 
@@ -1272,12 +1269,12 @@ def _check_class_weight(class_weight):
             )
 
 
-def _check_trainable_scale(Z):
+def _check_trainable_scale(low, high, means, stds):
     # Training runs in float32, where squared distances of the standardised rows, at most
-    # n_features * (2 max|z|)^2, must fit.
-    with np.errstate(over="ignore"):
-        largest = float(np.nanmax(np.abs(Z), initial=0.0))
-    if not 2 * largest * math.sqrt(Z.shape[1]) < math.sqrt(np.finfo(np.float32).max):
+    # n_features * (2 max|z|)^2, must fit; from each numeric column's range, which holds its extremes.
+    with np.errstate(over="ignore", invalid="ignore"):
+        largest = float(np.max(np.maximum(np.abs(low - means), np.abs(high - means)) / stds, initial=0.0))
+    if not 2 * largest * math.sqrt(max(len(means), 1)) < math.sqrt(np.finfo(np.float32).max):
         raise ValueError(
             f"X has values too large for training: {largest:.3g} standard deviations of the training data from "
             "its mean, where squared distances overflow float32 (or the standard deviation itself overflows). "
