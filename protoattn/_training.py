@@ -304,7 +304,10 @@ def train(
         batches = [(X, y, w)]
         if steps_per_epoch > 1:
             order = torch.randperm(n, generator=generator)
-            shuffled = [t[order.numpy() if isinstance(t, np.ndarray) else order.to(t.device)] for t in (X, y, w)]
+            shuffled = [  # np.take: twice as fast as fancy indexing
+                np.take(t, order.numpy(), axis=0) if isinstance(t, np.ndarray) else t[order.to(t.device)]
+                for t in (X, y, w)
+            ]
             batches = (tuple(t[start : start + batch_size] for t in shuffled) for start in range(0, n, batch_size))
         epoch_loss = 0.0
         with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
@@ -383,7 +386,11 @@ def _keep_finite(network, X, fallbacks, learning_rate):
 
 def _finite_everywhere(network, X):
     """Whether the network's logits are finite on every row of X (numpy for the CPU speed variant,
-    else a tensor), computed in chunks of about 2 MB of weights."""
+    else a tensor), computed in chunks of about 2 MB of weights. Shepard weights rescale each row
+    before any power, so that finite parameters give finite logits on finite rows: for them, the
+    parameters are checked instead of the rows."""
+    if network.shepard:
+        return all(bool(torch.isfinite(p).all()) for p in network.parameters())
     with np.errstate(all="ignore"):  # what overflows is found below
         predict = _fast.predictor(network) if isinstance(X, np.ndarray) else None
     rows = max(1, 2**19 // max(len(network.keys), 1))
