@@ -323,7 +323,7 @@ def train(
             network.load_state_dict(best_state)
             warnings.warn(
                 f"Training diverged at epoch {epoch + 1} (non-finite loss); kept the best finite "
-                "parameters so far. Lower learning_rate or power, or scale the features.",
+                "parameters so far. Lower learning_rate or power.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -372,15 +372,14 @@ def _keep_finite(network, X, fallbacks, learning_rate):
             warnings.warn(
                 "Training diverged: its last parameters predict NaN or infinity on the training data; kept "
                 f"earlier ones that do not. Lower learning_rate (now {learning_rate:g}; the default is 0.1) "
-                "or power, or scale the features.",
+                "or power.",
                 ConvergenceWarning,
                 stacklevel=4,
             )
             return
     raise ValueError(
         "Training gave no parameters that predict finite values on the training data. Lower learning_rate "
-        f"(now {learning_rate:g}; the default is 0.1) or power, or scale the features, e.g. with "
-        "sklearn.preprocessing.StandardScaler."
+        f"(now {learning_rate:g}; the default is 0.1) or power."
     )
 
 

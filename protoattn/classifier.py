@@ -223,7 +223,16 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     prototypes_ : ndarray of shape (m, n_features)
-        The keys, in input space.
+        The keys, in the user's units and categories: a float array when every feature is numeric, an
+        object array of numbers and categories otherwise; numeric values lie within the training range
+        of their column. ``prototypes_frame()`` shows them as a table.
+    is_categorical_ : ndarray of bool of shape (n_features,)
+        Which features are categorical (see ``categorical_features``).
+    categories_ : list of ndarray
+        The training categories of each categorical feature, sorted.
+    feature_means_, feature_stds_ : ndarray of shape (n_features,)
+        The training mean and standard deviation of each numeric feature (0 and 1 for categorical
+        ones): the network standardises with them, so that units do not matter.
     logits_ : ndarray of shape (m, n_classes)
         The values: each prototype's class logits.
     prototype_labels_ : ndarray of shape (m,)
@@ -904,8 +913,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         raise ValueError(
             f"Cannot predict {int(bad.sum())} row(s) of X, the first row {start + first}: its values (up to "
             f"{float(np.abs(rows[first]).max()):.3g} in magnitude) are too large for this model, whose scores "
-            "overflow even float64 there. Scale X as the training data were scaled, e.g. with the same "
-            "sklearn.preprocessing.StandardScaler."
+            "overflow even float64 there. Scale X as the training data were scaled (the same units, the same "
+            "preprocessing)."
         )
 
     def _from_logits(self, X, finish):

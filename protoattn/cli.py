@@ -362,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "data",
         metavar="DATA.csv",
-        help="CSV with a header row; every column but the target is a feature, used as it is (distances "
-        "compare features directly: put them on comparable scales first)",
+        help="CSV with a header row; every column but the target (and --drop) is a feature, as it is: text "
+        "columns are categories, empty cells missing values, numbers in any units",
     )
     p.add_argument("--target", required=True, metavar="COLUMN", help="name of the label column")
     p.add_argument("--drop", nargs="+", default=[], metavar="COLUMN", help="columns to leave out (an id, a note)")

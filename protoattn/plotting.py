@@ -61,6 +61,11 @@ def plot_prototypes(clf, image_shape=None, feature_names=None, *, class_names=No
         Titled, with a colour bar labelled "prototype value (unit)".
     """
     _check_fitted(clf)
+    if clf.is_categorical_.any():
+        raise ValueError(
+            "plot_prototypes draws numeric features, and this model has categorical ones: read them with "
+            "clf.prototypes_frame(), or draw one explanation feature by feature with plot_feature_terms."
+        )
     names = _class_names(clf, class_names)
     plt = _pyplot()
     label = "prototype value " + (f"({unit})" if unit else "(in the features' units)")

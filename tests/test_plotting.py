@@ -378,3 +378,12 @@ def test_feature_terms_plot_reads_one_explanation_feature_by_feature():
     with pytest.raises(ValueError, match="rank"):
         plot_feature_terms(clf, sample, rank=len(clf.prototypes_))
     plt.close("all")
+
+
+def test_prototypes_of_a_table_with_categories_point_to_their_frame():
+    from palmerpenguins import load_penguins
+
+    table = load_penguins()
+    clf = IDWAttentionClassifier(max_epochs=2, random_state=0).fit(table.drop(columns="species"), table["species"])
+    with pytest.raises(ValueError, match="prototypes_frame"):
+        plot_prototypes(clf)

@@ -361,7 +361,7 @@ def test_rows_too_large_for_float64_are_refused_not_predicted_nan(iris, attentio
     clf = IDWAttentionClassifier(attention=attention, eps=eps, max_epochs=5, random_state=0).fit(X, y)
     big = np.vstack([X[:3], np.full((1, 4), 1e160)])
     for method in ["predict", "predict_proba", "decision_function", "predict_log_proba", "attention_weights"]:
-        with pytest.raises(ValueError, match=r"row 3.*1e\+160.*too large.*Scale X"):
+        with pytest.raises(ValueError, match=r"row 3.*1e\+160.*too large.*Scale X as the training"):
             getattr(clf, method)(big)
     np.testing.assert_array_equal(clf.predict(X[:3]), clf.predict(big[:3]))  # nothing else changed
 
