@@ -425,6 +425,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
         if reset:
+            self.attention_ = self.attention  # the standardisation depends on it (see _column_standardisation)
             names = getattr(self, "feature_names_in_", None)
             self.is_categorical_ = _tables.categorical_mask(X, self.categorical_features, self.n_features_in_, names)
         numeric, categorical = _tables.split(X, self.is_categorical_, [np.float64, np.float32], "allow-nan")
@@ -461,10 +462,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _column_standardisation(self):
         """Offset, scale and feature of each column of the network's input: a numeric feature's
-        training mean and standard deviation, 0 and 1 in a one-hot block."""
+        training mean and standard deviation, 0 and 1 in a one-hot block. Scores of products (``dot``,
+        ``expressive``, ...) depend on where 0 is, unlike distances: for them the offset stays 0, so
+        that they see the inputs about their own origin, only rescaled."""
         columns = self._columns()
         numeric = ~self.is_categorical_[columns]
-        offset = np.where(numeric, self.feature_means_[columns], 0.0)
+        attention = self._fitted_attention()[0]
+        centred = numeric & (isinstance(attention, str) and attention in DISTANCE_ATTENTIONS)
+        offset = np.where(centred, self.feature_means_[columns], 0.0)
         return offset, np.where(numeric, self.feature_stds_[columns], 1.0), columns
 
     def _encoded(self, X, dtype=np.float64, ensure_all_finite="allow-nan"):
