@@ -117,6 +117,6 @@ def test_command_line_reference_lists_every_subcommand(html):
 
 def test_readme_limitations_and_changelog_are_included(html):
     limitations = _page(html, "limitations.html")
-    assert "Classification of numeric features only" in limitations.text
+    assert "Export of numeric features only" in limitations.text
     assert "usage.html" in limitations.links  # the README's link to docs/usage.md, made relative to docs/
     assert "[Unreleased]" in _page(html, "changelog.html").text
