@@ -26,6 +26,8 @@ _LAZY = {
     "Explanation": "classifier",
     "IDWAttentionClassifier": "classifier",
     "InconsistentVersionWarning": "_persistence",
+    "attention_weights": "classifier",
+    "explain": "classifier",
 }
 
 __all__ = [
@@ -35,12 +37,14 @@ __all__ = [
     "IDWAttentionClassifier",
     "InconsistentVersionWarning",
     "__version__",
+    "attention_weights",
+    "explain",
 ]
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
     from ._persistence import InconsistentVersionWarning
     from .attention import ATTENTIONS
-    from .classifier import Explanation, IDWAttentionClassifier
+    from .classifier import Explanation, IDWAttentionClassifier, attention_weights, explain
 
 
 def __getattr__(name):

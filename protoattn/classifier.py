@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 import threading
 import warnings
@@ -1296,3 +1298,65 @@ def _check_trainable_scale(low, high, means, stds):
             "its mean, where squared distances overflow float32 (or the standard deviation itself overflows). "
             "Rescale those columns, or remove such outliers."
         )
+
+
+# ------------------------------------------------------------ pipelines
+
+
+def explain(model, X, top_k=3):
+    """:meth:`IDWAttentionClassifier.explain` for a fitted classifier or a fitted
+    :class:`~sklearn.pipeline.Pipeline` whose last step is one: X goes through the earlier steps, and
+    the explanation shows the samples and the prototypes in X's units (through the earlier steps'
+    ``inverse_transform``) where every step has one and keeps the number of features; else as the
+    classifier sees them."""
+    clf, before = _pipeline_parts(model)
+    why = clf.explain(X if before is None else before.transform(X), top_k)
+    shown = _in_input_units(clf, before)
+    if shown is clf or shown.prototypes_.shape[1] != why.feature_terms.shape[2]:
+        return why
+    samples = np.asarray(X, dtype=object) if hasattr(X, "columns") else np.asarray(X)
+    index = np.asarray(X.index) if hasattr(X, "columns") else why.index
+    return dataclasses.replace(
+        why, samples=samples, prototypes=shown.prototypes_, feature_names=shown._feature_names(), index=index
+    )
+
+
+def attention_weights(model, X):
+    """:meth:`IDWAttentionClassifier.attention_weights` for a fitted classifier or a fitted Pipeline
+    whose last step is one (X goes through the earlier steps)."""
+    clf, before = _pipeline_parts(model)
+    return clf.attention_weights(X if before is None else before.transform(X))
+
+
+def _pipeline_parts(model):
+    """The classifier of ``model`` (itself, or a fitted Pipeline's last step) and the steps before it
+    (None for a classifier)."""
+    from sklearn.pipeline import Pipeline
+
+    clf, before = (model.steps[-1][1], model[:-1]) if isinstance(model, Pipeline) else (model, None)
+    if not isinstance(clf, IDWAttentionClassifier):
+        raise TypeError(
+            "Expected a fitted IDWAttentionClassifier or a Pipeline whose last step is one, "
+            f"got {type(model).__name__}."
+        )
+    check_is_fitted(clf)
+    return clf, before
+
+
+def _in_input_units(clf, before):
+    """A shallow copy of the classifier whose prototypes are in the pipeline's input units, through
+    the earlier steps' ``inverse_transform``; the classifier itself when there is no way back."""
+    if before is None or not hasattr(before, "inverse_transform"):
+        return clf
+    try:
+        prototypes = np.asarray(before.inverse_transform(clf.prototypes_))
+    except (ValueError, TypeError, AttributeError):  # a step whose inverse needs other input
+        return clf
+    shown = copy.copy(clf)
+    shown.prototypes_, shown.n_features_in_ = prototypes, prototypes.shape[1]
+    names = getattr(before, "feature_names_in_", None)
+    if names is not None and len(names) == prototypes.shape[1]:
+        shown.feature_names_in_ = names
+    elif hasattr(shown, "feature_names_in_"):
+        del shown.feature_names_in_
+    return shown

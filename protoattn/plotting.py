@@ -16,7 +16,7 @@ from numbers import Integral
 import numpy as np
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
-from .classifier import IDWAttentionClassifier
+from .classifier import IDWAttentionClassifier, _in_input_units, _pipeline_parts, explain
 
 __all__ = ["plot_attention", "plot_decision_regions", "plot_explanation", "plot_feature_terms", "plot_prototypes"]
 
@@ -36,7 +36,7 @@ def plot_prototypes(clf, image_shape=None, feature_names=None, *, class_names=No
 
     Parameters
     ----------
-    clf : fitted IDWAttentionClassifier
+    clf : fitted IDWAttentionClassifier, or a fitted Pipeline whose last step is one
     image_shape : (height, width) or None, default=None
         Draw each prototype as a grey image of this shape (``height * width == n_features_in_``): one row
         of images per class, each titled with the prototype's index, dark for large values.
@@ -60,7 +60,7 @@ def plot_prototypes(clf, image_shape=None, feature_names=None, *, class_names=No
     matplotlib.figure.Figure
         Titled, with a colour bar labelled "prototype value (unit)".
     """
-    _check_fitted(clf)
+    _, _, clf = _unpipe(clf)  # prototypes in the input units of a pipeline, where it maps them back
     if clf.is_categorical_.any():
         raise ValueError(
             "plot_prototypes draws numeric features, and this model has categorical ones: read them with "
@@ -177,7 +177,7 @@ def plot_decision_regions(
 
     Parameters
     ----------
-    clf : fitted IDWAttentionClassifier with ``n_features_in_ == 2``
+    clf : fitted IDWAttentionClassifier with ``n_features_in_ == 2``, or a fitted Pipeline ending in one
     X : array-like of shape (n_samples, 2)
     y : array-like of shape (n_samples,)
         True labels, from ``clf.classes_``.
@@ -204,7 +204,8 @@ def plot_decision_regions(
     -------
     matplotlib.axes.Axes
     """
-    _check_fitted(clf)
+    model = clf
+    _, _, clf = _unpipe(model)  # regions from the whole model, prototypes in its input units
     if clf.n_features_in_ != 2:
         raise ValueError(
             f"plot_decision_regions draws models of 2 features; this one has {clf.n_features_in_}. "
@@ -231,7 +232,7 @@ def plot_decision_regions(
     else:
         region_colors = {"multiclass_colors": list(colors)}
     display = DecisionBoundaryDisplay.from_estimator(
-        clf, X, response_method="predict", grid_resolution=grid_resolution, eps=eps, ax=ax, alpha=0.3, **region_colors
+        model, X, response_method="predict", grid_resolution=grid_resolution, eps=eps, ax=ax, alpha=0.3, **region_colors
     )
     for code, name in enumerate(names):
         mine = codes == code
@@ -284,7 +285,7 @@ def plot_attention(clf, x, *, top_k=10, name=None, class_names=None, ax=None):
 
     Parameters
     ----------
-    clf : fitted IDWAttentionClassifier
+    clf : fitted IDWAttentionClassifier, or a fitted Pipeline whose last step is one
     x : array-like of shape (n_features,) or (1, n_features)
     top_k : int, default=10
         Prototypes to show (at most all of them).
@@ -301,10 +302,10 @@ def plot_attention(clf, x, *, top_k=10, name=None, class_names=None, ax=None):
     matplotlib.axes.Axes
         Titled "attention of <name>: predicted <class>".
     """
-    _check_fitted(clf)
+    clf, to_classifier, _ = _unpipe(clf)
     top_k = _check_top_k(top_k)
     names = _class_names(clf, class_names)
-    row = _one_row(x)
+    row = to_classifier(_one_row(x))
     weights = clf.attention_weights(row)[0]
     predicted = clf.predict(row)[0]
     order = np.argsort(-weights, kind="stable")[:top_k]
@@ -349,7 +350,7 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
 
     Parameters
     ----------
-    clf : fitted IDWAttentionClassifier
+    clf : fitted IDWAttentionClassifier, or a fitted Pipeline whose last step is one
     x : array-like of shape (n_features,) or (1, n_features)
     top_k : int, default=5
     image_shape : (height, width) or None, default=None
@@ -362,9 +363,9 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
     matplotlib.figure.Figure
         The bar chart is ``fig.axes[-1]``.
     """
-    _check_fitted(clf)
+    clf, to_classifier, shown = _unpipe(clf)
     names = _class_names(clf, class_names)
-    row = _one_row(x)
+    row = to_classifier(_one_row(x))
     shape = None if image_shape is None else _check_image_shape(image_shape, clf.n_features_in_)
     e = clf.explain(row, top_k=top_k)
     indices, weights, contributions = e.prototype_indices[0], e.weights[0], e.contributions[0]
@@ -382,7 +383,9 @@ def plot_explanation(clf, x, *, top_k=5, image_shape=None, class_names=None):
             height_ratios=[1.2, 1 + 0.3 * k],
             layout="constrained",
         )
-        _draw_explanation_images(axes, clf, np.asarray(row, dtype=float)[0], e, shape, names, predicted)
+        # Images in the input's units where a pipeline maps the prototypes back, else as the classifier sees them.
+        image_model, image_row = (clf, row) if shown is clf else (shown, _one_row(x))
+        _draw_explanation_images(axes, image_model, np.asarray(image_row, dtype=float)[0], e, shape, names, predicted)
         ax = axes["bars"]
     labels = [f"#{i} (class {names[codes[i]]}), weight {w:.3f}" for i, w in zip(indices, weights, strict=True)]
     values = list(contributions)
@@ -419,7 +422,7 @@ def plot_feature_terms(clf, x, *, rank=0, class_names=None, ax=None):
 
     Parameters
     ----------
-    clf : fitted IDWAttentionClassifier
+    clf : fitted IDWAttentionClassifier, or a fitted Pipeline whose last step is one
     x : array-like or pandas Series of shape (n_features,), or a one-row DataFrame
     rank : int, default=0
         Which prototype: 0 is the one contributing most to the prediction.
@@ -431,10 +434,11 @@ def plot_feature_terms(clf, x, *, rank=0, class_names=None, ax=None):
     -------
     matplotlib.axes.Axes
     """
-    _check_fitted(clf)
+    model = clf
+    clf, _, _ = _unpipe(model)
     names = _class_names(clf, class_names)
     rank = operator.index(rank)
-    e = clf.explain(_one_row(x), top_k=rank + 1)
+    e = explain(model, _one_row(x), top_k=rank + 1)
     if not 0 <= rank < e.prototype_indices.shape[1]:
         raise ValueError(f"rank must be in [0, {e.prototype_indices.shape[1]}), got {rank}.")
     frame = e.feature_frame(0, rank)
@@ -503,11 +507,17 @@ def _pyplot():
 
 def _check_fitted(clf):
     if not isinstance(clf, IDWAttentionClassifier):
-        raise TypeError(
-            f"clf must be a fitted IDWAttentionClassifier (for a pipeline, pass its last step); "
-            f"got {type(clf).__name__}."
-        )
+        raise TypeError(f"clf must be a fitted IDWAttentionClassifier; got {type(clf).__name__}.")
     check_is_fitted(clf)
+
+
+def _unpipe(model):
+    """A display's three views of ``model`` (a fitted classifier, or a fitted Pipeline whose last step
+    is one): the classifier, a function taking the model's input to the classifier's, and the
+    classifier with its prototypes in the model's input units where the earlier steps can map them
+    back (:func:`protoattn.classifier._in_input_units`)."""
+    clf, before = _pipeline_parts(model)
+    return clf, (lambda X: X) if before is None else before.transform, _in_input_units(clf, before)
 
 
 def _check_top_k(top_k):
