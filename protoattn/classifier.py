@@ -464,13 +464,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _column_standardisation(self):
         """Offset, scale and feature of each column of the network's input: a numeric feature's
-        training mean and standard deviation, 0 and 1 in a one-hot block. Scores of products (``dot``,
-        ``expressive``, ...) depend on where 0 is, unlike distances: for them the offset stays 0, so
-        that they see the inputs about their own origin, only rescaled."""
+        training mean and standard deviation, 0 and 1 in a one-hot block. Expressive attention,
+        ``(x·k)²``, cannot tell x from -x: centred, it would merge the two sides of the mean (two moons
+        at chance), so for it the offset stays 0 and the inputs are only rescaled."""
         columns = self._columns()
         numeric = ~self.is_categorical_[columns]
-        attention = self._fitted_attention()[0]
-        centred = numeric & (isinstance(attention, str) and attention in DISTANCE_ATTENTIONS)
+        centred = numeric & (self._fitted_attention()[0] != "expressive")
         offset = np.where(centred, self.feature_means_[columns], 0.0)
         return offset, np.where(numeric, self.feature_stds_[columns], 1.0), columns
 
