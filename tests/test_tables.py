@@ -148,3 +148,20 @@ def _copy(clf):
     import copy
 
     return copy.deepcopy(clf)
+
+
+def test_a_tfidf_text_pipeline_trains_and_predicts_on_sparse_rows():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(0)
+    topics = {"sport": "goal match team score league player coach", "food": "bread cheese soup salt oven recipe"}
+    texts, labels = [], []
+    for label, words in topics.items():
+        for _ in range(40):
+            texts.append(" ".join(rng.choice(words.split(), size=6)))
+            labels.append(label)
+    model = make_pipeline(TfidfVectorizer(), IDWAttentionClassifier(n_prototypes=4, random_state=0))
+    model.fit(texts, labels)
+    assert model.score(texts, labels) == 1.0
+    assert model.predict(["the team scored a goal", "salt the soup"]).tolist() == ["sport", "food"]
