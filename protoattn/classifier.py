@@ -522,7 +522,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _initial_prototypes(self, X, y, weight, n_prototypes, rng, counts=None):
         """Keys (standardised, one-hot blocks snapped to a category) and values to start from; missing
         cells count as the training mean."""
-        X, n_classes = np.nan_to_num(X), len(self.classes_)
+        X, n_classes = (np.nan_to_num(X) if np.isnan(X).any() else X), len(self.classes_)
         if self.init == "random":
             keys, values = _training.random_prototypes(X, weight, n_prototypes, n_classes, rng)
         else:
