@@ -879,25 +879,39 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         def definition(rows):  # torch wraps only writable memory with positive strides: else a copy
             return method(torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(device)).cpu().numpy()
 
-        check = not get_config()["assume_finite"]
+        check = not get_config()["assume_finite"]  # scikit-learn's configuration is the calling thread's
         step = _chunk_rows(len(network.keys), X.dtype)
-        out = None
-        with torch.inference_mode():
-            for start in range(0, X.shape[0], step):
-                rows = X[start : start + step]
-                rows = rows.toarray() if sp.issparse(rows) else rows  # a sparse X densified a chunk at a time
-                with np.errstate(over="ignore"):  # a sum that overflows is checked below
-                    complete = math.isfinite(rows.sum())
-                if check and not complete and np.isinf(rows).any():
-                    assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
+
+        def chunk(start):
+            rows = X[start : start + step]
+            rows = rows.toarray() if sp.issparse(rows) else rows  # a sparse X densified a chunk at a time
+            with np.errstate(over="ignore"):  # a sum that overflows is checked below
+                complete = math.isfinite(rows.sum())
+            if check and not complete and np.isinf(rows).any():
+                assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
+            with torch.inference_mode():
                 part = (fast if fast is not None and complete else definition)(rows)
                 if check:
                     part = self._finite_or_refused(part, rows, start, what, prototypes, logits)
-                part = part if finish is None else finish(part)
-                if out is None:
-                    kind = np.float64 if np.issubdtype(part.dtype, np.floating) else part.dtype
-                    out = np.empty((X.shape[0], *part.shape[1:]), dtype=kind)
-                out[start : start + len(part)] = part
+            return part if finish is None else finish(part)
+
+        first = chunk(0)  # its shape and dtype give the result's
+        kind = np.float64 if np.issubdtype(first.dtype, np.floating) else first.dtype
+        out = np.empty((X.shape[0], *first.shape[1:]), dtype=kind)
+        out[: len(first)] = first
+
+        def fill(start):  # each chunk into its own rows of the result
+            part = chunk(start)
+            out[start : start + len(part)] = part
+
+        rest = range(step, X.shape[0], step)
+        # The fast path's chunks (numpy) on the BLAS's threads, each running the BLAS on one: see
+        # _compute.in_parallel. The network's (torch) one after the other, on its one thread.
+        if fast is not None:
+            _compute.in_parallel(fill, rest)
+        else:
+            for start in rest:
+                fill(start)
         return out
 
     def _finite_or_refused(self, part, rows, start, what, prototypes, logits):
