@@ -1177,8 +1177,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             only move the predictions elsewhere.
         radius : float, "auto" or None, default="auto"
             The patch's reach in the model's distance. ``"auto"``: half the distance from x to the
-            nearest prototype of another class, so that the patch takes none of another class's
-            prototypes' own places. None: unbounded (every prediction may move toward y, as the
+            nearest prototype of another class (not counting one at x itself; ``inf`` when there is
+            none), so that the patch takes none of another class's prototypes' own places. None: unbounded (every prediction may move toward y, as the
             weight of an inverse distance is positive everywhere). A radius exists for the distance
             scores (``idw``, ``inv_dist``, ``neg_dist``, ``gaussian``) and the learned ``kernel``;
             for the others (``dot``, ``cosine``, ``expressive``, ``relu``, a function) ``"auto"``
@@ -1333,15 +1333,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             others = self._labels(current[1]) != self.classes_[label]
             if index < len(others):
                 others[index] = False  # a replaced prototype is not a neighbour
-            if not others.any():
-                return math.inf
-            radius = 0.5 * float(distances[others].min())
-            if not radius > 0:
-                raise ValueError(
-                    "Cannot choose a radius: x lies on a prototype of another class (at distance 0). Pass a "
-                    "positive radius, or replace that prototype."
-                )
-            return radius
+            # A prototype of another class at x itself (distance 0) is overruled there whatever the radius.
+            others &= distances > 0
+            return 0.5 * float(distances[others].min()) if others.any() else math.inf
         if not isinstance(radius, Real) or isinstance(radius, bool) or not radius > 0:
             raise ValueError(f'radius must be a positive number, "auto" or None, got {radius!r}.')
         if not bounded:
