@@ -1178,8 +1178,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         radius : float, "auto" or None, default="auto"
             The patch's reach in the model's distance. ``"auto"``: half the distance from x to the
             nearest prototype of another class (not counting one at x itself; ``inf`` when there is
-            none), so that the patch takes none of another class's prototypes' own places. None: unbounded (every prediction may move toward y, as the
-            weight of an inverse distance is positive everywhere). A radius exists for the distance
+            none), so that the patch takes none of another class's prototypes' own places. None:
+            unbounded (every prediction may move toward y, as the weight of an inverse distance is
+            positive everywhere). A radius exists for the distance
             scores (``idw``, ``inv_dist``, ``neg_dist``, ``gaussian``) and the learned ``kernel``;
             for the others (``dot``, ``cosine``, ``expressive``, ``relu``, a function) ``"auto"``
             means None and a number is refused.
