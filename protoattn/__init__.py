@@ -26,6 +26,7 @@ _LAZY = {
     "Explanation": "classifier",
     "IDWAttentionClassifier": "classifier",
     "InconsistentVersionWarning": "_persistence",
+    "PatchReport": "classifier",
     "attention_weights": "classifier",
     "explain": "classifier",
 }
@@ -36,6 +37,7 @@ __all__ = [
     "Explanation",
     "IDWAttentionClassifier",
     "InconsistentVersionWarning",
+    "PatchReport",
     "__version__",
     "attention_weights",
     "explain",
@@ -44,7 +46,7 @@ __all__ = [
 if TYPE_CHECKING:  # what static analysers and IDEs see
     from ._persistence import InconsistentVersionWarning
     from .attention import ATTENTIONS
-    from .classifier import Explanation, IDWAttentionClassifier, attention_weights, explain
+    from .classifier import Explanation, IDWAttentionClassifier, PatchReport, attention_weights, explain
 
 
 def __getattr__(name):

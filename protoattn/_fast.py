@@ -116,7 +116,8 @@ def column_sq_scales(network):
 def predictor(network):
     """A function from a numpy chunk of complete rows (no NaN) to the network's logits ``Σ_i a_i(x)
     v_i``, for a Shepard network on the CPU (None otherwise). The weights are normalised after the
-    product with the values, by row sums from the same product.
+    product with the values, by row sums from the same product; a prototype's weight is 0 beyond its
+    reach (``network.reach``), as in the network.
 
     Distances do not change when inputs and keys move together, so the standardisation's offset
     moves into the keys; the rows are shifted too only where the offset is large enough to cost
@@ -131,11 +132,22 @@ def predictor(network):
         keys = keys - shift if shift is not None else keys
     terms = key_terms(keys, sq_scales)
     values = np.ascontiguousarray(_with_ones(network.values.detach().numpy()).T)
+    # Prototypes of finite reach: their weight is 0 where the squared distance exceeds reach².
+    reach = None if network.reach is None else network.reach.numpy()
+    bounded = np.flatnonzero(np.isfinite(reach)) if reach is not None else np.empty(0, dtype=np.intp)
+    bounded_terms = (terms[0][bounded], terms[1][bounded])
+    bounded_sq_reach = np.square(reach[bounded])[:, None] if len(bounded) else None
 
     def logits(X):
         X = X if shift is None else X - shift
         with np.errstate(all="ignore"):  # like torch: a far key's power overflows, its weight is then 0
-            r, _ = shepard_ratios(X, query_norms(X, sq_scales), terms, network.power, network.eps)
+            x2 = query_norms(X, sq_scales)
+            r, _ = shepard_ratios(X, x2, terms, network.power, network.eps)
+            if len(bounded):
+                d2 = bounded_terms[0] @ X.T
+                d2 += bounded_terms[1]
+                d2 += x2
+                r[bounded] *= ~(np.maximum(d2, 0.0) > bounded_sq_reach)
             sums = values @ r
             return (sums[:-1] / sums[-1]).T
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .attention import idw, scale_features
+from .attention import idw, scale_features, squared_distances
 
 
 class PrototypeAttention(nn.Module):
@@ -43,6 +43,12 @@ class PrototypeAttention(nn.Module):
     offset, scale : Tensor of shape (d,), optional
         Standardisation: the score sees ``z = (x - offset) / scale`` for inputs and keys alike, so
         keys are in the inputs' units. None: inputs are already standardised.
+    reach : Tensor of shape (m,), optional
+        Each prototype's reach in the model's distance (the metric on standardised inputs, what
+        :meth:`scaled` gives to :func:`~protoattn.attention.squared_distances`): beyond it the
+        prototype's score is ``-inf`` and its weight exactly 0 (``inf``: everywhere). None: every
+        reach is infinite, and nothing is masked (the network computes as it did before reaches).
+        At least one prototype must have an infinite reach, so that every row has a weight.
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class PrototypeAttention(nn.Module):
         column_features: Tensor | None = None,
         offset: Tensor | None = None,
         scale: Tensor | None = None,
+        reach: Tensor | None = None,
     ):
         super().__init__()
         self.keys = nn.Parameter(keys)
@@ -71,6 +78,7 @@ class PrototypeAttention(nn.Module):
         self.register_buffer("column_features", column_features)
         self.register_buffer("offset", offset)
         self.register_buffer("scale", scale)
+        self.register_buffer("reach", reach)
         self.score = score
         self.power = power
         self.eps = eps
@@ -102,8 +110,12 @@ class PrototypeAttention(nn.Module):
         return self.score(*self.scaled(X), power=self.power, eps=self.eps)
 
     def weights(self, X: Tensor) -> Tensor:
-        """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``)."""
+        """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``); a
+        prototype's weight is exactly 0 beyond its ``reach``."""
         scores = self.scores(X)
+        if self.reach is not None:  # a structural branch, not on the data: ONNX export traces the mask
+            outside = squared_distances(*self.scaled(X)) > self.reach.square()
+            scores = scores.masked_fill(outside, -torch.inf if self.softmax else 0.0)
         return torch.softmax(scores, dim=1) if self.softmax else scores
 
     def forward(self, X: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._training import MAX_LOG_SCALE
-from .attention import ATTENTIONS
+from .attention import ATTENTIONS, BOUNDED_ATTENTIONS
 
 FORMAT = "protoattn-model"
 FORMAT_VERSION = 1
@@ -516,6 +516,7 @@ def _declared_shape_problem(attributes, shapes):
     expected = {
         "logits_": (prototypes[0], classes[0]),
         "patched_prototypes_": (prototypes[0],),
+        "prototype_reach_": (prototypes[0],),
         "feature_scales_": (d,),
         "feature_names_in_": (d,),
     }
@@ -682,6 +683,9 @@ def _fitted_state_problem(clf):
     problem = _attention_problem(clf, d)
     if problem:
         return problem
+    problem = _patches_problem(clf)
+    if problem:
+        return problem
     names = getattr(clf, "feature_names_in_", None)
     if names is not None and (
         not isinstance(names, np.ndarray) or names.shape != (d,) or not all(isinstance(n, str) for n in names)
@@ -700,6 +704,46 @@ def _fitted_state_problem(clf):
     except ValueError as error:
         return f"it predicts no finite probabilities at its own prototypes ({error})"
     return None if finite else "it predicts no finite probabilities at its own prototypes"
+
+
+def _patches_problem(clf):
+    """The prototypes' reaches and the log of patches (both absent from files older than them: every
+    reach infinite, no log)."""
+    m = len(clf.prototypes_)
+    reach = getattr(clf, "prototype_reach_", None)
+    if reach is None:
+        clf.prototype_reach_ = reach = np.full(m, np.inf)
+    if not isinstance(reach, np.ndarray) or reach.dtype != np.float64 or reach.shape != (m,):
+        return f"prototype_reach_ must be a float64 array of shape ({m},)"
+    if np.any(np.isnan(reach)) or np.any(reach < 0):
+        return "prototype_reach_ must be non-negative (inf: unbounded)"
+    if not np.isinf(reach).any():
+        return "prototype_reach_ must hold at least one inf (a prototype that every row attends to)"
+    if not np.isinf(reach).all() and clf.attention_ not in BOUNDED_ATTENTIONS:
+        return f"prototype_reach_ must be all inf for attention={clf.attention_!r}, which has no distance"
+    log = getattr(clf, "patches_", None)
+    if log is None:
+        clf.patches_ = clf._no_patches()
+        return None
+    kinds = {"index": "iu", "label": None, "radius": "f", "margin": "f", "replaced": "b"}
+    if not isinstance(log, dict) or set(log) != set(kinds):
+        return f"patches_ must be a dict of the arrays {sorted(kinds)}"
+    lengths = {len(v) if isinstance(v, np.ndarray) and v.ndim == 1 else -1 for v in log.values()}
+    if len(lengths) != 1 or -1 in lengths:
+        return "patches_ must hold 1-D arrays of equal length"
+    for name, kind in kinds.items():
+        if kind is not None and log[name].dtype.kind not in kind:
+            return f"patches_[{name!r}] has dtype {log[name].dtype}"
+    index = log["index"]
+    if np.any((index < 0) | (index >= m)) or len(np.unique(index)) != len(index):
+        return f"patches_['index'] must hold distinct prototype indices in [0, {m})"
+    if not np.isin(log["label"], clf.classes_).all():
+        return "patches_['label'] must hold labels among classes_"
+    if np.any(np.isnan(log["radius"])) or np.any(log["radius"] <= 0):
+        return "patches_['radius'] must be positive (inf: unbounded)"
+    if not np.all((log["margin"] > 0) & (log["margin"] <= 40.0)):
+        return "patches_['margin'] must lie in (0, 40]"
+    return None
 
 
 def _attention_problem(clf, d):

@@ -289,7 +289,8 @@ def train(
     total_steps = max_epochs * steps_per_epoch
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.
     w = w / w.mean()
-    if network.shepard and network.keys.device.type == "cpu" and not bool(X.isnan().any()):
+    # The speed variant's training step knows no reaches: a model with patches of finite reach trains in torch.
+    if network.shepard and network.reach is None and network.keys.device.type == "cpu" and not bool(X.isnan().any()):
         step = _fast.TrainingStep(network, rates, total_steps, anneal_learning_rate)
         X, y, w = (t.numpy() for t in (X, y, w))
     else:

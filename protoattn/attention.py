@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ATTENTIONS",
+    "BOUNDED_ATTENTIONS",
     "SOFTMAX_FREE",
     "ImplicitKernel",
     "cosine",
@@ -182,6 +183,12 @@ ATTENTIONS: dict[str, ScoreFunction | type[nn.Module]] = {
     "kernel": ImplicitKernel,
     "relu": relu,
 }
+
+#: Scores where a patch's radius means something (see ``IDWAttentionClassifier.add_prototype``): the
+#: distance scores and the learned kernel, a function of ``x - k`` plus a term of the key alone. A
+#: prototype's weight is 0 beyond its reach whatever the score, but only for these is "near x" where
+#: the score is large; the product scores, ``relu`` (no softmax) and user functions have no radius.
+BOUNDED_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian", "kernel"})
 
 #: Scores used as the weights directly, without softmax.
 SOFTMAX_FREE = frozenset({"relu"})

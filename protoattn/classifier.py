@@ -32,7 +32,7 @@ from torch import nn
 
 from . import _compute, _docs, _fast, _persistence, _tables, _training
 from ._network import PrototypeAttention
-from .attention import ATTENTIONS, SOFTMAX_FREE
+from .attention import ATTENTIONS, BOUNDED_ATTENTIONS, SOFTMAX_FREE, squared_distances
 
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
@@ -53,8 +53,9 @@ def _chunk_rows(m, dtype):
     return max(1, _CHUNK_BYTES // (m * np.dtype(dtype).itemsize))
 
 
-# add_prototype and remove_prototypes replace prototypes_, logits_ and patched_prototypes_ together,
-# holding this lock; predictions read prototypes_ and logits_ under it (see _model), so one that
+# add_prototype and remove_prototypes replace prototypes_, logits_, prototype_reach_, patched_prototypes_
+# and patches_ together, holding this lock; predictions read prototypes_, logits_ and prototype_reach_
+# under it (see _model), so one that
 # runs beside a patch uses the model wholly before or wholly after it. Re-entrant: add_prototype
 # predicts at x while it holds the lock. One for all estimators: it is held for microseconds to read,
 # milliseconds to patch.
@@ -142,6 +143,66 @@ class Explanation:
             }
         )
         return frame.sort_values("term", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    """What a patch would change, from :meth:`IDWAttentionClassifier.preview_patch`: the model is
+    not changed, and :meth:`~IDWAttentionClassifier.add_prototype` with the same arguments changes
+    exactly the predictions listed here.
+
+    Attributes
+    ----------
+    changed : ndarray of int of shape (n_changed,)
+        Positions of the rows of X whose prediction would change; each now predicts the patch's label.
+    before, after : ndarray of shape (n_changed,)
+        Their predictions before and after the patch.
+    distances : ndarray of shape (n_samples,)
+        Every row's distance from x in the model's distance: the learned metric on standardised
+        features (``feature_scales_`` times the standardised values), the distance whose squared
+        terms :attr:`Explanation.feature_terms` decomposes. Only rows with ``distances <= radius``
+        can change.
+    radius : float
+        The patch's radius in that distance, ``"auto"`` resolved (``inf``: unbounded).
+    label : label
+        The class the patch predicts at x.
+    index : ndarray of shape (n_samples,)
+        The rows' labels: a DataFrame's index, else their positions.
+    """
+
+    changed: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    distances: np.ndarray
+    radius: float
+    label: object
+    index: np.ndarray
+
+    def to_frame(self):
+        """The changed rows as a :class:`pandas.DataFrame`: ``row`` (the index), ``before``, ``after``
+        and ``distance`` from x, nearest first."""
+        import pandas as pd
+
+        frame = pd.DataFrame(
+            {
+                "row": self.index[self.changed],
+                "before": self.before,
+                "after": self.after,
+                "distance": self.distances[self.changed],
+            }
+        )
+        return frame.sort_values("distance", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _Patch:
+    """A patched model's arrays, built by :meth:`IDWAttentionClassifier._plan_patch`."""
+
+    model: tuple  # (prototypes, logits, reach)
+    patched: np.ndarray
+    patches: dict
+    index: int
+    radius: float
 
 
 class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
@@ -241,6 +302,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Class of each prototype's largest logit.
     patched_prototypes_ : ndarray of bool of shape (m,)
         True for the prototypes placed by :meth:`add_prototype` rather than by training.
+    prototype_reach_ : ndarray of shape (m,)
+        Each prototype's reach in the model's distance (the learned metric on standardised features,
+        see :meth:`preview_patch`): beyond it the prototype's attention weight is exactly 0. ``inf``
+        for trained prototypes; a patch's ``radius`` for the prototypes :meth:`add_prototype` placed.
+    patches_ : dict of str to ndarray
+        The log of the patches that shaped the model, one entry per patched prototype still in it,
+        in order: ``index`` (its row), ``label``, ``radius`` (``inf``: unbounded), ``margin`` and
+        ``replaced`` (whether it overwrote a prototype). Kept by :meth:`save`, updated by
+        :meth:`remove_prototypes`.
     attention_params_ : dict of str to ndarray
         Learned parameters of the attention score itself (empty for the parameter-free scores).
     feature_scales_ : ndarray of shape (n_features,)
@@ -502,7 +572,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             keys, values = self._initial_prototypes(X, y, weight, n_prototypes, rng)
         power = self._resolve_power(self.n_features_in_)
         attention_params, scales = (self.attention_params_, self.feature_scales_) if warm else (None, None)
-        network = self._build_network(keys, values, torch.float32, power, attention_params, scales, fitting=True)
+        reach = self._reach() if warm else None  # a patch's reach survives a warm fit
+        network = self._build_network(
+            keys, values, torch.float32, power, attention_params, scales, fitting=True, reach=reach
+        )
         validation = None
         if self.early_stopping:
             X, y, weight, validation = _training.validation_split(X, y, weight, self.validation_fraction, rng)
@@ -513,6 +586,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         result = self._train(network, X, y, weight, rng, device, self.max_epochs, schedule, validation=validation)
         if not warm:
             self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+            self.prototype_reach_ = np.full(len(self.prototypes_), np.inf)
+            self.patches_ = self._no_patches()
             self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = result.loss_curve
@@ -659,6 +734,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.prototypes_ = self._to_prototypes(keys)
             self._pending_prototypes = np.zeros(n_classes, dtype=np.intp)
         self.patched_prototypes_ = np.zeros(len(self.prototypes_), dtype=bool)
+        self.prototype_reach_ = np.full(len(self.prototypes_), np.inf)
+        self.patches_ = self._no_patches()
         self.attention_params_ = {}
         self.feature_scales_ = np.ones(self.n_features_in_)
         self.power_ = self._resolve_power(self.n_features_in_)
@@ -676,6 +753,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.prototypes_ = np.concatenate([self.prototypes_, self._to_prototypes(keys)])
         self.logits_ = np.concatenate([self.logits_, values])
         self.patched_prototypes_ = np.concatenate([self.patched_prototypes_, np.zeros(len(keys), dtype=bool)])
+        self.prototype_reach_ = np.concatenate([self._reach(), np.full(len(keys), np.inf)])
         self._pending_prototypes = self._pending_prototypes - counts
 
     def _stream_pass(self, X, y, weight, device, rng):
@@ -687,6 +765,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.attention_params_,
             self.feature_scales_,
             fitting=True,
+            reach=self._reach(),
         )
         result = self._train(network, X, y, weight, rng, device, 1, lambda epoch: self.power_, stream=True)
         self.n_iter_ += result.n_iter
@@ -769,8 +848,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         fitting=False,
         attention=None,
         eps=None,
+        reach=None,
     ):
-        """The torch network of these arrays. ``fitting``: keys and inputs are standardised, and the
+        """The torch network of these arrays (``reach``: each prototype's, None or all ``inf`` for
+        none). ``fitting``: keys and inputs are standardised, and the
         metric's scales trainable (with ``metric="diagonal"``); else keys are in the user's units, the
         network standardises, and the scales are constants, left out when all 1. ``attention`` and
         ``eps`` default to the parameters (training); prediction passes the fitted ones."""
@@ -806,6 +887,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             column_features=torch.as_tensor(columns) if self.is_categorical_.any() else None,
             offset=None if fitting else torch.as_tensor(offset, dtype=dtype),
             scale=None if fitting else torch.as_tensor(scale, dtype=dtype),
+            reach=None if reach is None or np.all(np.isinf(reach)) else torch.as_tensor(reach, dtype=dtype),
         )
         return network.to(dtype)
 
@@ -834,13 +916,31 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(logits, axis=1)]
 
     def _model(self):
-        """``prototypes_`` and ``logits_``, read together (see ``_PATCHING``)."""
+        """``prototypes_``, ``logits_`` and the reaches, read together (see ``_PATCHING``)."""
         with _PATCHING:
-            return self.prototypes_, self.logits_
+            return self.prototypes_, self.logits_, self._reach()
 
-    def _network(self, dtype, prototypes=None, logits=None):
-        if prototypes is None:
-            prototypes, logits = self._model()
+    def _reach(self):
+        """``prototype_reach_``; all ``inf`` for a model from before reaches."""
+        reach = getattr(self, "prototype_reach_", None)
+        return np.full(len(self.prototypes_), np.inf) if reach is None else reach
+
+    def _no_patches(self):
+        return {
+            "index": np.empty(0, dtype=np.int64),
+            "label": self.classes_[:0].copy(),
+            "radius": np.empty(0),
+            "margin": np.empty(0),
+            "replaced": np.empty(0, dtype=bool),
+        }
+
+    def _patch_log(self):
+        """``patches_``; empty for a model from before the log."""
+        log = getattr(self, "patches_", None)
+        return self._no_patches() if log is None else log
+
+    def _network(self, dtype, model=None):
+        prototypes, logits, reach = self._model() if model is None else model
         attention, eps = self._fitted_attention()
         return self._build_network(
             self._encoded(prototypes),
@@ -851,6 +951,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             getattr(self, "feature_scales_", None),
             attention=attention,
             eps=eps,
+            reach=reach,
         )
 
     def _validate_X(self, X):
@@ -862,17 +963,18 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return self._encoded(X, [np.float64, np.float32], ensure_all_finite=False)
 
     @_compute.limit_threads
-    def _in_chunks(self, X, what="logits", finish=None, prototypes=None, logits=None):
+    def _in_chunks(self, X, what="logits", finish=None, model=None):
         """The network's ``what`` for an encoded X, in X's dtype, over row chunks passed through
         ``finish``, into one numpy array (float64 for floats): memory stays bounded by the chunk size.
 
         ``what`` is ``"logits"``, ``"weights"`` or a function ``(network, X_chunk) -> Tensor``. Each
         chunk is checked for infinite values (unless ``assume_finite``); complete chunks of logits
-        take the CPU's fast path where there is one (:mod:`protoattn._fast`).
+        take the CPU's fast path where there is one (:mod:`protoattn._fast`). ``model``: the arrays
+        ``(prototypes, logits, reach)`` to compute with (None: the fitted ones).
         """
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         device = _compute.resolve_device(self.device, fitting=False)
-        network = self._network(dtype, prototypes, logits).to(device)
+        network = self._network(dtype, model).to(device)
         fast = _fast.predictor(network) if what == "logits" else None
         method = {"logits": network.forward, "weights": network.weights}.get(what) or (lambda x: what(network, x))
 
@@ -892,7 +994,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             with torch.inference_mode():
                 part = (fast if fast is not None and complete else definition)(rows)
                 if check:
-                    part = self._finite_or_refused(part, rows, start, what, prototypes, logits)
+                    part = self._finite_or_refused(part, rows, start, what, model)
             return part if finish is None else finish(part)
 
         first = chunk(0)  # its shape and dtype give the result's
@@ -914,7 +1016,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 fill(start)
         return out
 
-    def _finite_or_refused(self, part, rows, start, what, prototypes, logits):
+    def _finite_or_refused(self, part, rows, start, what, model):
         """``part`` (a chunk's logits or weights) where every row is finite; otherwise float32 rows
         recomputed in float64, whose range is wider, and a ValueError for rows still not finite (the
         squares of values beyond about 1e154 overflow even float64: such rows would predict NaN)."""
@@ -925,7 +1027,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if rows.dtype == np.float32:
             part = part.astype(np.float64)
             with config_context(assume_finite=True):  # rows already checked; the result is, below
-                part[bad] = self._in_chunks(rows[bad].astype(np.float64), what, None, prototypes, logits)
+                part[bad] = self._in_chunks(rows[bad].astype(np.float64), what, None, model)
             bad = ~np.isfinite(part).all(axis=1)
             if not bad.any():
                 return part
@@ -1018,7 +1120,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         index = np.asarray(X.index) if hasattr(X, "index") and hasattr(X, "columns") else None
         X = self._validate_X(X)
         X = X.toarray() if sp.issparse(X) else X
-        prototypes, logits = self._model()  # one model for every chunk, whatever a patch does meanwhile
+        model = self._model()  # one model for every chunk, whatever a patch does meanwhile
+        prototypes = model[0]
         n, k = len(X), min(int(top_k), len(prototypes))
         explanation = Explanation(
             predicted=np.empty(n, dtype=self.classes_.dtype),
@@ -1038,11 +1141,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # key), so it has a quarter of prediction's rows.
         rows = max(1, _chunk_rows(len(prototypes), X.dtype) // 4)
         for start in range(0, n, rows):
-            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows), prototypes, logits)
+            self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows), model)
         return explanation
 
-    def _explain_rows(self, X, out, rows, prototypes, logits):
-        weights = self._in_chunks(X, "weights", None, prototypes, logits)
+    def _explain_rows(self, X, out, rows, model):
+        logits = model[1]
+        weights = self._in_chunks(X, "weights", None, model)
         predicted = np.argmax(weights @ logits, axis=1)
         contributions = weights * logits[:, predicted].T
         order = np.argsort(-contributions, axis=1, kind="stable")[:, : out.weights.shape[1]]
@@ -1052,55 +1156,133 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         out.prototype_labels[rows] = self._labels(logits)[order]
         out.weights[rows] = np.take_along_axis(weights, order, axis=1)
         out.contributions[rows] = np.take_along_axis(contributions, order, axis=1)
-        terms = self._in_chunks(
-            X, lambda network, x: network.feature_terms(x, torch.as_tensor(order)), None, prototypes, logits
-        )
+        terms = self._in_chunks(X, lambda network, x: network.feature_terms(x, torch.as_tensor(order)), None, model)
         out.feature_terms[rows] = terms
 
     # ---------------------------------------------------------------- patch
 
-    def add_prototype(self, x, y, *, margin=1.0, replace=None):
-        """Insert a prototype at ``x`` whose value makes the model predict ``y`` there.
+    def add_prototype(self, x, y, *, margin=1.0, radius="auto", replace=None):
+        """Insert a prototype at ``x`` that makes the model predict ``y`` there, and changes nothing
+        beyond ``radius``.
 
-        The new value row is the model's current logits at x plus ``η`` on class y, with η chosen in
-        closed form from the attention weights at x so that afterwards ``predict([x]) == [y]`` with
-        the predicted logit ahead of every other class by at least ``margin``. The new key's weight
-        at x is what makes this work: with ``attention="idw"`` it is ``1 / eps`` before
-        normalisation, so η stays small, and far from x the new prototype's weight decays as 1/d^p,
-        so far predictions barely move.
+        The new prototype's value row is ``η e_y``: η on class y, 0 elsewhere. With normalised
+        weights the logits anywhere become ``(1 - β) l + β η e_y``, ``β`` the new prototype's weight
+        there and ``l`` the logits before, so every class but y is scaled by the same factor: a
+        prediction can only stay as it was or become y. η is solved in closed form from β at x so
+        that y leads every other class there by ``margin``.
+
+        The prototype gets the reach ``radius`` (``prototype_reach_``): beyond it its weight is
+        exactly 0, so no prediction farther than ``radius`` from x changes, by construction rather
+        than by sampling. The distance is the model's own: the learned metric on standardised
+        features, ``‖s ∘ (z_x - z_k)‖`` with ``z`` the standardised values and ``s``
+        ``feature_scales_``, whose squared terms :attr:`Explanation.feature_terms` decomposes
+        (:meth:`preview_patch` reports every row's). :meth:`preview_patch` with the same arguments
+        lists exactly the rows of a data set whose prediction this call changes.
 
         Parameters
         ----------
         x : array-like of shape (n_features,) or (1, n_features)
-            Where to patch.
+            Where to patch. Missing values are taken from the prototype x attends to most.
         y : label
             One of ``classes_``.
         margin : float, default=1.0
             Required logit margin of class y over the runner-up at x, at most ``MAX_MARGIN`` (40):
             beyond it the probability of y at x is 1 to double precision, and a larger margin would
             only move the predictions elsewhere.
+        radius : float, "auto" or None, default="auto"
+            The patch's reach in the model's distance. ``"auto"``: half the distance from x to the
+            nearest prototype of another class (not counting one at x itself; ``inf`` when there is
+            none), so that the patch takes none of another class's prototypes' own places. None:
+            unbounded (every prediction may move toward y, as the weight of an inverse distance is
+            positive everywhere). A radius exists for the distance
+            scores (``idw``, ``inv_dist``, ``neg_dist``, ``gaussian``) and the learned ``kernel``;
+            for the others (``dot``, ``cosine``, ``expressive``, ``relu``, a function) ``"auto"``
+            means None and a number is refused.
         replace : int or None, default=None
-            Overwrite prototype ``replace`` instead of adding a new one.
+            Overwrite prototype ``replace`` instead of adding a new one. Its old influence goes too:
+            rows within its reach (everywhere, for a trained prototype) can change as well.
 
         Returns
         -------
         index : int
             Row of the new prototype in ``prototypes_``.
+
+        Raises
+        ------
+        ValueError
+            When the patch cannot make y lead at x (the new prototype's weight at x is too small), when
+            ``radius`` is given for a score without a distance, or when ``replace`` would leave no
+            prototype of infinite reach (then some rows would have no weight at all).
         """
         check_is_fitted(self)
         x = self._validate_one_sample(x)
         label = self._class_index(y)
-        if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin <= MAX_MARGIN):
-            raise ValueError(
-                f"margin must be a positive number of at most {MAX_MARGIN:g}, got {margin!r}: a logit margin of "
-                f"{MAX_MARGIN:g} already makes the probability of y at x 1 to double precision, and a larger "
-                "one only changes predictions elsewhere."
-            )
+        _check_margin(margin)
         with _PATCHING:  # from the model it reads to the one it writes (see _PATCHING)
-            return self._add_prototype(x, label, margin, replace)
+            patch = self._plan_patch(x, label, margin, radius, replace, self._model())
+            (self.prototypes_, self.logits_, self.prototype_reach_) = patch.model
+            self.patched_prototypes_, self.patches_ = patch.patched, patch.patches
+            return patch.index
 
-    def _add_prototype(self, x, label, margin, replace):
-        m = len(self.prototypes_)
+    def preview_patch(self, x, y, X, *, margin=1.0, radius="auto", replace=None):
+        """What :meth:`add_prototype` with the same arguments would change on the rows of X, without
+        changing the model.
+
+        Parameters
+        ----------
+        x, y, margin, radius, replace
+            As for :meth:`add_prototype`.
+        X : array-like, sparse matrix or DataFrame of shape (n_samples, n_features)
+            Rows to check, as for :meth:`predict`.
+
+        Returns
+        -------
+        PatchReport
+            ``changed`` (the positions of the rows whose prediction would change), ``before`` and
+            ``after`` (their predictions), ``distances`` (every row's distance from x in the model's
+            distance), ``radius`` (the one used). ``to_frame()`` gives a table.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_iris
+        >>> X, y = load_iris(return_X_y=True)
+        >>> clf = IDWAttentionClassifier(n_prototypes=6, random_state=0).fit(X, y)
+        >>> report = clf.preview_patch(X[70], 2, X)
+        >>> bool(set(report.after) <= {2}), bool((report.distances[report.changed] <= report.radius).all())
+        (True, True)
+        """
+        check_is_fitted(self)
+        x = self._validate_one_sample(x)
+        label = self._class_index(y)
+        _check_margin(margin)
+        index = np.asarray(X.index) if hasattr(X, "index") and hasattr(X, "columns") else None
+        rows = self._validate_X(X)
+        with _PATCHING:
+            current = self._model()
+            patch = self._plan_patch(x, label, margin, radius, replace, current)
+        before = self._in_chunks(rows, "logits", lambda logits: logits.argmax(1), current)
+        after = self._in_chunks(rows, "logits", lambda logits: logits.argmax(1), patch.model)
+        column = patch.index
+
+        def distances(network, chunk):
+            return squared_distances(*network.scaled(chunk))[:, column]
+
+        squared = self._in_chunks(rows, distances, None, patch.model)
+        changed = np.flatnonzero(before != after)
+        return PatchReport(
+            changed=changed,
+            before=self.classes_[before[changed]],
+            after=self.classes_[after[changed]],
+            distances=np.sqrt(squared),
+            radius=float(patch.radius),
+            label=self.classes_[label],
+            index=np.arange(rows.shape[0]) if index is None else index,
+        )
+
+    def _plan_patch(self, x, label, margin, radius, replace, current):
+        """The model after the patch, from the ``current`` arrays ``(prototypes, logits, reach)``."""
+        old_prototypes, old_logits, old_reach = current
+        m = len(old_prototypes)
         if replace is not None and (
             not isinstance(replace, Integral) or isinstance(replace, bool) or not 0 <= replace < m
         ):
@@ -1108,37 +1290,85 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         index = m if replace is None else int(replace)
         if np.isnan(x).all():
             raise ValueError("x has no observed feature: a prototype needs at least one value to sit at.")
-        old_logits = self._in_chunks(x)[0]
+        radius = self._resolve_radius(radius, x, label, current, index)
         # Missing cells of x are taken from the prototype it attends to most: prototypes are complete.
-        nearest = np.argmax(self._in_chunks(x, "weights")[0])
-        filled = np.where(np.isnan(x), self._encoded(self.prototypes_[nearest : nearest + 1]), x)
+        nearest = np.argmax(self._in_chunks(x, "weights", None, current)[0])
+        filled = np.where(np.isnan(x), self._encoded(old_prototypes[nearest : nearest + 1]), x)
         row = _tables.decode(filled, self.is_categorical_, self.categories_)
-        prototypes = np.concatenate([self.prototypes_, row]) if replace is None else self.prototypes_.copy()
-        logits = np.concatenate([self.logits_, np.empty((1 if replace is None else 0, len(self.classes_)))])
-        prototypes[index], logits[index] = row[0], 0.0
-        weights = self._in_chunks(x, "weights", None, prototypes, logits)[0]
-        w = weights[index]
-        # Logits at x with the new value v = old_logits + η e_y are base + w v; solve for η.
-        reached = weights @ logits + w * old_logits
-        gap = reached[label] - np.max(np.delete(reached, label))
-        eta = max(0.0, margin - gap) / w if w > 0 else math.inf
-        logits[index] = old_logits
-        logits[index, label] += eta
-        if not np.all(np.isfinite(logits[index])):
+        added = 1 if replace is None else 0
+        prototypes = np.concatenate([old_prototypes, row]) if added else old_prototypes.copy()
+        logits = np.concatenate([old_logits, np.empty((added, len(self.classes_)))])
+        reach = np.concatenate([old_reach, np.empty(added)])
+        prototypes[index], logits[index], reach[index] = row[0], 0.0, radius
+        if not np.isinf(reach).any():
             raise ValueError(
-                f"Cannot patch: the new prototype gets attention weight {w:.3g} at x under "
+                f"Cannot replace prototype {index}: it is the last prototype of infinite reach, and beyond "
+                "every patch's radius some rows would have no attention weight at all."
+            )
+        model = (prototypes, logits, reach)
+        weights = self._in_chunks(x, "weights", None, model)[0]
+        beta = weights[index]
+        # The new value row is still 0: these are (1 - β) l, and β η e_y is added to them.
+        scaled = weights @ logits
+        gap = scaled[label] - np.max(np.delete(scaled, label))
+        eta = max(0.0, margin - gap) / beta if beta > 0 else math.inf
+        if not math.isfinite(eta):
+            raise ValueError(
+                f"Cannot patch: the new prototype gets attention weight {beta:.3g} at x under "
                 f"attention={self._fitted_attention()[0]!r}, too small to move the prediction there."
             )
-        after = self._in_chunks(x, "logits", None, prototypes, logits)[0]
+        logits[index, label] = eta
+        after = self._in_chunks(x, "logits", None, model)[0]
         if np.argmax(after) != label:
             raise ValueError("Cannot patch: rounding left x misclassified; use a larger margin.")
-        patched = np.append(self.patched_prototypes_, False) if replace is None else self.patched_prototypes_.copy()
+        patched = np.append(self.patched_prototypes_, False) if added else self.patched_prototypes_.copy()
         patched[index] = True
-        self.prototypes_, self.logits_, self.patched_prototypes_ = prototypes, logits, patched
-        return index
+        log = self._patch_log()
+        keep = log["index"] != index  # the patch that placed a replaced prototype is gone with it
+        entry = {
+            "index": np.array([index], dtype=np.int64),
+            "label": self.classes_[label : label + 1],
+            "radius": np.array([radius]),
+            "margin": np.array([float(margin)]),
+            "replaced": np.array([replace is not None]),
+        }
+        patches = {name: np.concatenate([log[name][keep], entry[name]]) for name in entry}
+        return _Patch(model=model, patched=patched, patches=patches, index=index, radius=radius)
+
+    def _resolve_radius(self, radius, x, label, current, index):
+        """``radius`` as a float (``inf``: unbounded), ``"auto"`` resolved at x."""
+        attention = self._fitted_attention()[0]
+        bounded = isinstance(attention, str) and attention in BOUNDED_ATTENTIONS
+        if radius is None or (isinstance(radius, str) and radius == "auto" and not bounded):
+            return math.inf
+        if isinstance(radius, str):
+            if radius != "auto":
+                raise ValueError(f'radius must be a positive number, "auto" or None, got {radius!r}.')
+            distances = np.sqrt(self._squared_distances(x, current)[0])
+            others = self._labels(current[1]) != self.classes_[label]
+            if index < len(others):
+                others[index] = False  # a replaced prototype is not a neighbour
+            # A prototype of another class at x itself (distance 0) is overruled there whatever the radius.
+            others &= distances > 0
+            return 0.5 * float(distances[others].min()) if others.any() else math.inf
+        if not isinstance(radius, Real) or isinstance(radius, bool) or not radius > 0:
+            raise ValueError(f'radius must be a positive number, "auto" or None, got {radius!r}.')
+        if not bounded:
+            raise ValueError(
+                f"radius={radius!r} needs a score built on distances, and attention={attention!r} has none: "
+                f"a patch can be bounded only under {sorted(BOUNDED_ATTENTIONS)}. Pass radius=None "
+                "(unbounded: every prediction may move toward y)."
+            )
+        return float(radius)
+
+    def _squared_distances(self, X, model=None):
+        """Squared distances of the rows of an encoded X to every prototype in the model's distance
+        (the learned metric on standardised features), shape (n, m)."""
+        return self._in_chunks(X, lambda network, rows: squared_distances(*network.scaled(rows)), None, model)
 
     def remove_prototypes(self, indices):
-        """Delete prototypes by index (at least one must remain; none is a no-op). Returns self."""
+        """Delete prototypes by index (at least one must remain, and one of infinite reach; none is
+        a no-op). ``patches_`` forgets the removed patches and renumbers the others. Returns self."""
         check_is_fitted(self)
         with _PATCHING:  # see _PATCHING
             m = len(self.prototypes_)
@@ -1154,7 +1384,20 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             if len(idx) >= m:
                 raise ValueError(f"Cannot remove all {m} prototypes: at least one must remain.")
             keep = np.setdiff1d(np.arange(m), idx)
+            reach = self._reach()
+            if not np.isinf(reach[keep]).any():
+                raise ValueError(
+                    "Cannot remove every prototype of infinite reach: beyond the patches' radii some rows "
+                    "would have no attention weight at all."
+                )
+            log = self._patch_log()
+            kept = np.isin(log["index"], keep)
+            new_index = np.full(m, -1, dtype=np.int64)
+            new_index[keep] = np.arange(len(keep))
+            patches = {name: values[kept] for name, values in log.items()}
+            patches["index"] = new_index[patches["index"]]
             self.prototypes_, self.logits_ = self.prototypes_[keep], self.logits_[keep]
+            self.prototype_reach_, self.patches_ = reach[keep], patches
             self.patched_prototypes_ = self.patched_prototypes_[keep]
         return self
 
@@ -1274,6 +1517,15 @@ def _softmax(logits):
     p = np.exp(logits).astype(np.float64, copy=False)
     p /= p.sum(1, keepdims=True)
     return p
+
+
+def _check_margin(margin):
+    if not isinstance(margin, Real) or isinstance(margin, bool) or not (0 < margin <= MAX_MARGIN):
+        raise ValueError(
+            f"margin must be a positive number of at most {MAX_MARGIN:g}, got {margin!r}: a logit margin of "
+            f"{MAX_MARGIN:g} already makes the probability of y at x 1 to double precision, and a larger "
+            "one only changes predictions elsewhere."
+        )
 
 
 def _check_2d(X):

@@ -269,12 +269,54 @@ def patch(args):
     if not matches:
         raise CommandError(f"--label {args.label!r} is not a class of the model ({', '.join(map(str, clf.classes_))})")
     _warn_if_far(clf, row)
-    before = clf.predict(row)[0]
-    index = clf.add_prototype(row.iloc[0], matches[0], margin=args.margin, replace=args.replace)
-    clf.save(args.model)
+    radius = _radius(args.radius)
+    label, before = matches[0], clf.predict(row)[0]
+    try:
+        if args.preview:
+            data = _read_csv(args.preview)
+            report = clf.preview_patch(
+                row.iloc[0],
+                label,
+                _features(clf, data, args.preview),
+                margin=args.margin,
+                radius=radius,
+                replace=args.replace,
+            )
+        else:
+            report = clf.preview_patch(row.iloc[0], label, row, margin=args.margin, radius=radius, replace=args.replace)
+    except ValueError as error:
+        raise CommandError(f"cannot patch: {error}") from None
+    reach = "unbounded" if math.isinf(report.radius) else f"{report.radius:.4g}"
+    print(f"patch: the row was predicted {before}, will be {label}; radius {reach} (the model's distance)")
+    if args.preview:
+        frame = report.to_frame()
+        frame["row"] += 1  # rows of the CSV, counted from 1
+        print(f"{len(frame)} of {len(report.distances)} rows of {args.preview} would change:")
+        if len(frame):
+            print(frame.to_string(index=False))
+        print("--preview: nothing written")
+        return
+    output = args.output or args.model
+    if args.output:
+        _check_output(output)
+    index = clf.add_prototype(row.iloc[0], label, margin=args.margin, radius=radius, replace=args.replace)
+    clf.save(output)
     action = "replaced" if args.replace is not None else "added"
     print(f"{action} prototype {index}: the row was predicted {before}, now {clf.predict(row)[0]}")
-    print(f"model written to {args.model} ({len(clf.prototypes_)} prototypes)")
+    print(f"model written to {output} ({len(clf.prototypes_)} prototypes)")
+
+
+def _radius(text):
+    """--radius: a positive number, "auto" or "none"."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise CommandError(f'--radius must be a positive number, "auto" or "none"; got {text!r}') from None
+    if not value > 0:
+        raise CommandError(f'--radius must be a positive number, "auto" or "none"; got {text!r}')
+    return value
 
 
 def _warn_if_far(clf, row, limit=4.0):
@@ -401,12 +443,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", metavar="OUT.png", help="draw them with protoattn.plotting instead")
     p.add_argument("--output", metavar="OUT.csv", help="write the table here instead of stdout")
 
-    p = command("patch", patch, "add a prototype so that a row gets a label; rewrites MODEL")
+    p = command("patch", patch, "add a prototype so that a row gets a label; rewrites MODEL (or writes --output)")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--row", required=True, metavar="V1,V2,...", help="feature values, comma-separated")
     p.add_argument("--label", required=True, metavar="L", help="the label the row must get")
     p.add_argument("--replace", type=int, default=None, metavar="I", help="overwrite prototype I instead")
     p.add_argument("--margin", type=float, default=1.0, help="logit margin at the row (default 1)")
+    p.add_argument(
+        "--radius",
+        default="auto",
+        metavar="R",
+        help="the patch's reach in the model's distance: no prediction farther changes (a number, \"auto\": "
+        'half the distance to the nearest prototype of another class, the default, or "none": unbounded)',
+    )
+    p.add_argument("--preview", metavar="DATA.csv", help="list the rows of DATA.csv that would change; write nothing")
+    p.add_argument("--output", metavar="NEW", help="write the patched model here instead of rewriting MODEL")
 
     p = command("export-onnx", export_onnx, "export the model's network to ONNX")
     p.add_argument("model", metavar="MODEL")

@@ -100,6 +100,30 @@ def test_patch_flips_a_row_and_rewrites_the_model(files, tmp_path):
     assert len(IDWAttentionClassifier.load(patched).prototypes_) == 31
 
 
+def test_patch_preview_writes_nothing_and_lists_what_would_change(files, tmp_path):
+    folder, model, _ = files
+    original = model.read_bytes()
+    out = run("patch", model, "--row", "5.0,3.4,1.5,0.2", "--label", "virginica", "--preview", folder / "iris.csv")
+    assert model.read_bytes() == original and "nothing written" in out.stdout
+    assert "will be virginica; radius" in out.stdout and "rows of" in out.stdout
+    clf = IDWAttentionClassifier.load(model)
+    X = pd.read_csv(folder / "iris.csv").drop(columns="species")
+    report = clf.preview_patch(pd.Series([5.0, 3.4, 1.5, 0.2], index=X.columns), "virginica", X)
+    assert f"{len(report.changed)} of 150 rows" in out.stdout
+    # --output writes the patched model elsewhere, with the same changes; MODEL stays as it was.
+    new = tmp_path / "patched.model"
+    out = run("patch", model, "--row", "5.0,3.4,1.5,0.2", "--label", "virginica", "--output", new)
+    assert model.read_bytes() == original and f"model written to {new}" in out.stdout
+    patched = IDWAttentionClassifier.load(new)
+    changed = np.flatnonzero(patched.predict(X) != clf.predict(X))
+    np.testing.assert_array_equal(changed, report.changed)
+    assert patched.patches_["radius"][-1] == report.radius
+    run("patch", model, "--row", "5.0,3.4,1.5,0.2", "--label", "virginica", "--radius", "none", "--output", new)
+    assert IDWAttentionClassifier.load(new).prototype_reach_[-1] == np.inf
+    bad = run("patch", model, "--row", "5.0,3.4,1.5,0.2", "--label", "virginica", "--radius", "-1", check=False)
+    assert bad.returncode != 0 and "--radius must be" in bad.stderr
+
+
 def test_export_onnx_from_the_command_line(files):
     folder, model, _ = files
     pytest.importorskip("onnxruntime")

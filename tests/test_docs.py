@@ -72,6 +72,8 @@ def test_api_page_documents_the_public_api(html):
         "protoattn.IDWAttentionClassifier.fit",
         "protoattn.IDWAttentionClassifier.explain",
         "protoattn.IDWAttentionClassifier.add_prototype",
+        "protoattn.IDWAttentionClassifier.preview_patch",
+        "protoattn.PatchReport",
         "protoattn.IDWAttentionClassifier.save",
         "protoattn.Explanation",
         "protoattn.InconsistentVersionWarning",

@@ -124,3 +124,49 @@ def test_training_step_is_torch_adam_on_autograds_gradients(anneal):
 def test_power_by_squaring_is_numpys_power(q):
     x = np.random.default_rng(0).uniform(0.5, 1.5, size=50)
     np.testing.assert_allclose(_fast.power_(x.copy(), q), x**q, rtol=1e-12)
+
+
+@pytest.mark.parametrize("standardised", [False, True])
+@pytest.mark.parametrize("metric", [None, "fixed"])
+@pytest.mark.parametrize("power", [2.0, 7.3, 10.0])
+def test_fast_logits_honour_the_reach(power, metric, standardised):
+    """A prototype of finite reach has weight exactly 0 beyond it, in the speed variant as in the network."""
+    base = _network(power, 1e-3, metric)
+    g = torch.Generator().manual_seed(2)
+    m, d = base.keys.shape
+    offset, scale = (torch.randn(d, generator=g, dtype=torch.float64), torch.rand(d, generator=g) + 0.5)
+    reach = torch.full((m,), torch.inf, dtype=torch.float64)
+    reach[[2, 5, 7]] = torch.tensor([0.5, 2.0, 3.5], dtype=torch.float64)
+    kwargs = {"offset": offset, "scale": scale.double()} if standardised else {}
+    network = PrototypeAttention(
+        base.keys.detach(), base.values.detach(), idw, power, 1e-3, True, base.log_scales, reach=reach, **kwargs
+    )
+    X = _queries(network, n=200)
+    predict = _fast.predictor(network)
+    with torch.no_grad():
+        expected = network(X).numpy()
+        d2 = torch.cdist(*network.scaled(X)).square().numpy()
+        weights = network.weights(X).numpy()
+    outside = d2 > reach.square().numpy()
+    assert outside[:, [2, 5, 7]].any() and (~outside[:, [2, 5, 7]]).any()  # both sides are tested
+    assert np.all(weights[outside] == 0.0)
+    # Rows too close to a boundary for the two roundings to agree are left out.
+    clear = np.all(np.abs(d2 - reach.square().numpy()) > 1e-9 * (1 + d2), axis=1)
+    np.testing.assert_allclose(predict(X.numpy())[clear], expected[clear], rtol=1e-9, atol=1e-12)
+
+
+def test_reach_none_computes_as_before():
+    network = _network(2.0, 1e-3, "fixed")
+    unbounded = PrototypeAttention(
+        network.keys.detach(),
+        network.values.detach(),
+        idw,
+        2.0,
+        1e-3,
+        True,
+        network.log_scales,
+        reach=torch.full((9,), torch.inf, dtype=torch.float64),
+    )
+    X = _queries(network)
+    with torch.no_grad():
+        np.testing.assert_array_equal(unbounded(X).numpy(), network(X).numpy())
