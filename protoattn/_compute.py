@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import ctypes
 import functools
 import itertools
@@ -73,24 +74,42 @@ def limit_threads(method=None, *, blas=False):
 
 def in_parallel(function, items):
     """``[function(item) for item in items]``, on as many threads as the BLAS may use (its own count:
-    what ``OPENBLAS_NUM_THREADS`` or threadpoolctl set), each running the BLAS on one thread of its
-    own (:func:`_limit_blas`, which changes no other thread). For prediction's chunks: the products of
-    one chunk are too small to share well between threads, whole chunks are not (about 1.4 × faster
-    in float32 and 1.8 × in float64 on 2 cores, ``benchmarks/RESULTS.md``)."""
+    what ``OPENBLAS_NUM_THREADS`` or threadpoolctl set), with the BLAS on one thread meanwhile. For
+    prediction's chunks: the products of one chunk are too small to share well between threads,
+    whole chunks are not (about 1.4 × faster in float32 and 1.8 × in float64 on 2 cores,
+    ``benchmarks/RESULTS.md``).
+
+    The BLAS's limit is process-wide while any such call runs (the last one to finish restores it):
+    OpenBLAS's per-thread setting, set from two threads at once, left every thread of the process on
+    one core (OpenBLAS 0.3.31)."""
     items = list(items)
     workers = min(_blas_threads(), len(items))
     if workers <= 1:
         return [function(item) for item in items]
+    with _blas_on_one_thread(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
 
-    def run(item):
-        restore = _limit_blas()
-        try:
-            return function(item)
-        finally:
-            restore()
 
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(run, items))
+_parallel = {"calls": 0, "limiter": None}
+_PARALLEL = threading.Lock()
+
+
+@contextlib.contextmanager
+def _blas_on_one_thread():
+    """The BLAS on one thread, process-wide, while any caller is inside; restored by the last."""
+    with _PARALLEL:
+        if _parallel["calls"] == 0:
+            if _parallel.get("controller") is None:  # finding the libraries takes milliseconds: once
+                _parallel["controller"] = ThreadpoolController()
+            _parallel["limiter"] = _parallel["controller"].limit(limits=1, user_api="blas")
+        _parallel["calls"] += 1
+    try:
+        yield
+    finally:
+        with _PARALLEL:
+            _parallel["calls"] -= 1
+            if _parallel["calls"] == 0:
+                _parallel["limiter"].restore_original_limits()
 
 
 def _blas_threads():
