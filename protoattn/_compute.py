@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import ctypes
 import functools
@@ -66,19 +65,6 @@ def limit_threads(method=None, *, blas=False):
     return wrapper
 
 
-def in_parallel(function, items):
-    """``[function(item) for item in items]``, on as many threads as the BLAS may use (its own count:
-    what ``OPENBLAS_NUM_THREADS`` or threadpoolctl set), with the BLAS on one thread meanwhile. For
-    prediction's chunks: the products of one chunk are too small to share well between threads,
-    whole chunks are not (``benchmarks/RESULTS.md``)."""
-    items = list(items)
-    workers = min(_blas_threads(), len(items))
-    if workers <= 1:
-        return [function(item) for item in items]
-    with _blas_on_one_thread(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(function, items))
-
-
 _parallel = {"calls": 0, "limiter": None}
 _PARALLEL = threading.Lock()
 
@@ -124,11 +110,6 @@ def _set_local(count):
                 local.restype, local.argtypes = ctypes.c_int, [ctypes.c_int]
                 local(count)
                 break
-
-
-def _blas_threads():
-    """The largest thread count among the loaded BLAS libraries (threadpoolctl's)."""
-    return max((lib.num_threads for lib in _blas_libraries() if lib.user_api == "blas"), default=1)
 
 
 def _blas_libraries():

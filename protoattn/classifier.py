@@ -1008,14 +1008,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             part = chunk(start)
             out[start : start + len(part)] = part
 
-        rest = range(step, X.shape[0], step)
-        # The fast path's chunks (numpy) on the BLAS's threads, each running the BLAS on one: see
-        # _compute.in_parallel. The network's (torch) one after the other, on its one thread.
-        if fast is not None:
-            _compute.in_parallel(fill, rest)
-        else:
-            for start in rest:
-                fill(start)
+        for start in range(step, X.shape[0], step):
+            fill(start)
         return out
 
     def _finite_or_refused(self, part, rows, start, what, model):
