@@ -24,6 +24,8 @@ import warnings
 
 import accuracy
 import numpy as np
+import pandas as pd
+import tabular
 from _machine import describe
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -32,8 +34,11 @@ from protoattn import IDWAttentionClassifier
 
 
 def datasets():
-    """``benchmarks/accuracy.py``'s sets but the two moons (2-D: a patch's reach is seen in notebook 3)."""
-    return {name: data for name, data in accuracy.datasets().items() if name != "moons"}
+    """``benchmarks/accuracy.py``'s sets but the two moons (2-D: a patch's reach is seen in notebook 3),
+    and a real table with d >= 20 as it comes (towny: 22 columns, two of them text, empty cells)."""
+    found = {name: data for name, data in accuracy.datasets().items() if name != "moons"}
+    found["towny (raw)"] = tabular.load_towny()
+    return found
 
 
 def patch_all(clf, X_test, y_test, noise_scale, rng, radius, copies=10):
@@ -41,13 +46,14 @@ def patch_all(clf, X_test, y_test, noise_scale, rng, radius, copies=10):
     before = clf.predict(X_test)
     rows = []
     for i in np.flatnonzero(before != y_test):
+        x = X_test.iloc[i] if isinstance(X_test, pd.DataFrame) else X_test[i]
         patched = copy.deepcopy(clf)
-        report = clf.preview_patch(X_test[i], y_test[i], X_test, radius=radius)
-        patched.add_prototype(X_test[i], y_test[i], radius=radius)
+        report = clf.preview_patch(x, y_test[i], X_test, radius=radius)
+        patched.add_prototype(x, y_test[i], radius=radius)
         after = patched.predict(X_test)
         changed = np.flatnonzero(after != before)
         others = np.delete(np.arange(len(X_test)), i)
-        noisy = X_test[i] + rng.normal(size=(copies, X_test.shape[1])) * noise_scale
+        noisy = _noisy(x, copies, noise_scale, rng)
         rows.append(
             {
                 "reliable": after[i] == y_test[i],
@@ -57,6 +63,16 @@ def patch_all(clf, X_test, y_test, noise_scale, rng, radius, copies=10):
                 "preview_exact": np.array_equal(report.changed, changed),
             }
         )
+    return rows
+
+
+def _noisy(x, copies, noise_scale, rng):
+    """Copies of x with Gaussian noise on its numbers (a table's text cells and empty ones as they are)."""
+    if not isinstance(x, pd.Series):
+        return x + rng.normal(size=(copies, len(x))) * noise_scale
+    rows = pd.DataFrame([x] * copies).reset_index(drop=True)
+    for column, scale in noise_scale.items():
+        rows[column] = pd.to_numeric(rows[column]) + rng.normal(size=copies) * scale
     return rows
 
 
@@ -76,7 +92,8 @@ def main(argv=None):
             start = time.perf_counter()
             X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=args.seed, stratify=y)
             clf = IDWAttentionClassifier(random_state=args.seed).fit(X_train, y_train)
-            scale = 0.01 * X_train.std(0)
+            scale = 0.01 * (X_train.select_dtypes("number").std() if hasattr(X_train, "columns") else X_train.std(0))
+            y_test = np.asarray(y_test)
             rng = np.random.default_rng(args.seed)
             bounded = patch_all(clf, X_test, y_test, scale, rng, "auto")
             unbounded = patch_all(clf, X_test, y_test, scale, rng, None)
