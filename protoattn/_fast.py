@@ -203,6 +203,12 @@ def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power:
     return weighted, [grad_keys, grad_values, grad_scales]
 
 
+def cosine_decay(step, total_steps):
+    """The learning rate's factor at ``step`` of a cosine decay from 1 to 0 over ``total_steps``
+    (Loshchilov and Hutter, "SGDR", 2017)."""
+    return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+
 class TrainingStep:
     """One optimisation step of a Shepard network on the CPU: :func:`loss_and_grads`, then Adam
     (Kingma and Ba 2015) with the update of ``torch.optim.Adam`` under a cosine decay of the learning
@@ -229,7 +235,7 @@ class TrainingStep:
 
     def _adam(self, grads):
         beta1, beta2 = self.betas
-        decay = 0.5 * (1.0 + math.cos(math.pi * self.steps / self.total_steps)) if self.anneal else 1.0
+        decay = cosine_decay(self.steps, self.total_steps) if self.anneal else 1.0
         self.steps += 1
         first_correction, root_second_correction = 1 - beta1**self.steps, math.sqrt(1 - beta2**self.steps)
         for p, g, (mean, square), rate in zip(self.params, grads, self.moments, self.rates, strict=True):  # views

@@ -137,19 +137,14 @@ def fit_categories(categorical):
     return categories
 
 
-def standardisation(numeric, sample_weight=None, scaler=None, stream=False):
+def standardisation(numeric, sample_weight=None, scaler=None):
     """Means and scales of the numeric columns (over the observed cells; scale 1 where a column is
-    constant) by a :class:`~sklearn.preprocessing.StandardScaler`, and for a ``stream`` the scaler:
-    pass it back to update them with more rows."""
+    constant) by a :class:`~sklearn.preprocessing.StandardScaler`, and the scaler: pass it back to
+    update them with more rows (a stream)."""
     if not numeric.shape[1]:
         return np.zeros(0), np.ones(0), None
     if sample_weight is not None and np.all(sample_weight == 1):
         sample_weight = None  # the same statistics, by a path several times faster
-    if not stream and sample_weight is None and not np.isnan(numeric).any():
-        # A whole complete table: the same statistics in two passes, a few times faster than the
-        # scaler's NaN-aware incremental ones.
-        mean, std = numeric.mean(0, dtype=np.float64), numeric.std(0, dtype=np.float64)
-        return mean, np.where(np.isfinite(std) & (std > 1e-12 * np.maximum(np.abs(mean), 1.0)), std, 1.0), None
     # A copy: a call that fails later leaves the stream's scaler as it was.
     scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
     return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler

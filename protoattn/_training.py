@@ -184,7 +184,7 @@ class AutogradStep:
         self.optimizer = torch.optim.Adam(groups)
         total = max(total_steps, 1)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total)) if anneal else 1.0
+            self.optimizer, lambda step: _fast.cosine_decay(step, total) if anneal else 1.0
         )
 
     def __call__(self, X, y, w):

@@ -508,9 +508,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.categories_ = _tables.fit_categories(categorical[used])
             self._scaler = None
         if reset or (stream and getattr(self, "_scaler", None) is not None):
-            means, stds, self._scaler = _tables.standardisation(
-                numeric[used], sample_weight[used], self._scaler, stream
-            )
+            means, stds, self._scaler = _tables.standardisation(numeric[used], sample_weight[used], self._scaler)
             self.feature_means_, self.feature_stds_ = np.zeros(self.n_features_in_), np.ones(self.n_features_in_)
             self.feature_means_[~self.is_categorical_], self.feature_stds_[~self.is_categorical_] = means, stds
         with warnings.catch_warnings():
