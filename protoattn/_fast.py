@@ -73,6 +73,11 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     inverse = 1.0 / np.maximum(floor, max(hit, float(info.tiny)), out=floor)
     ratio = partial
     ratio += x2
+    e = eps * power_(inverse.copy(), q)  # eps / floor^q <= 1
+    if not grad and e.max(initial=0.0) < info.eps / 4:
+        # eps lies below half an ulp of every (‖x - k‖² / floor)^q >= 1 (then floor > hit, so every
+        # ‖x - k‖² >= floor > 0): r = (floor / ‖x - k‖²)^q in (0, 1], one division per pair.
+        return power_(np.divide(floor, ratio, out=ratio), q), None
     ratio *= inverse  # ‖x - k‖² / floor
     # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take;
     # with gradients, capped where ratio^q would overflow, so that σ stays finite.
@@ -80,7 +85,6 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     high = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
     if low is not None or high is not None:
         np.clip(ratio, -np.inf if low is None else low, np.inf if high is None else high, out=ratio)
-    e = eps * power_(inverse.copy(), q)  # eps / floor^q <= 1
     if not grad:
         z = power_(ratio, q)
         z += e
@@ -114,24 +118,27 @@ def column_sq_scales(network):
 
 
 def predictor(network):
-    """A function from a numpy chunk of complete rows (no NaN) to the network's logits ``Σ_i a_i(x)
-    v_i``, for a Shepard network on the CPU (None otherwise). The weights are normalised after the
+    """A function from a numpy chunk of rows to the network's logits ``Σ_i a_i(x) v_i``, or to None
+    where a row is not finite (a missing value, which the network takes); for a Shepard network on
+    the CPU (None otherwise). The weights are normalised after the
     product with the values, by row sums from the same product; a prototype's weight is 0 beyond its
     reach (``network.reach``), as in the network.
 
     Distances do not change when inputs and keys move together, so the standardisation's offset
-    moves into the keys; the rows are shifted too only where the offset is large enough to cost
-    precision in ``‖x‖² - 2 x·k + ‖k‖²``."""
+    moves into the keys; the rows are shifted too (a copy of each chunk) only where the training
+    mean lies farther from the origin than a standard deviation in the model's metric, where
+    ``‖x‖² - 2 x·k + ‖k‖²`` would lose more than about a bit of precision."""
     if not network.shepard or network.keys.device.type != "cpu":
         return None
     sq_scales = column_sq_scales(network)
     keys, shift = network.keys.detach().numpy(), None
     if network.offset is not None:
         offset, scale = network.offset.numpy(), network.scale.numpy()
-        shift = offset if np.any(np.abs(offset) > 1e-3 * scale) else None
+        far = np.dot(sq_scales, offset * offset) > np.dot(sq_scales, scale * scale)  # s² holds 1 / scale²
+        shift = offset if far else None
         keys = keys - shift if shift is not None else keys
     terms = key_terms(keys, sq_scales)
-    values = np.ascontiguousarray(_with_ones(network.values.detach().numpy()).T)
+    values = _with_ones(network.values.detach().numpy())
     # Prototypes of finite reach: their weight is 0 where the squared distance exceeds reach².
     reach = None if network.reach is None else network.reach.numpy()
     bounded = np.flatnonzero(np.isfinite(reach)) if reach is not None else np.empty(0, dtype=np.intp)
@@ -142,14 +149,16 @@ def predictor(network):
         X = X if shift is None else X - shift
         with np.errstate(all="ignore"):  # like torch: a far key's power overflows, its weight is then 0
             x2 = query_norms(X, sq_scales)
+            if not math.isfinite(x2.sum()):  # NaN or infinite values (or squares beyond the dtype's range)
+                return None
             r, _ = shepard_ratios(X, x2, terms, network.power, network.eps)
             if len(bounded):
                 d2 = bounded_terms[0] @ X.T
                 d2 += bounded_terms[1]
                 d2 += x2
                 r[bounded] *= ~(np.maximum(d2, 0.0) > bounded_sq_reach)
-            sums = values @ r
-            return (sums[:-1] / sums[-1]).T
+            sums = r.T @ values
+            return sums[:, :-1] / sums[:, -1:]
 
     return logits
 

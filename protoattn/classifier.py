@@ -968,8 +968,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         ``finish``, into one numpy array (float64 for floats): memory stays bounded by the chunk size.
 
         ``what`` is ``"logits"``, ``"weights"`` or a function ``(network, X_chunk) -> Tensor``. Each
-        chunk is checked for infinite values (unless ``assume_finite``); complete chunks of logits
-        take the CPU's fast path where there is one (:mod:`protoattn._fast`). ``model``: the arrays
+        chunk is checked for infinite values (unless ``assume_finite``); chunks of logits take the CPU's
+        fast path where there is one (:mod:`protoattn._fast`), except those with missing values. ``model``: the arrays
         ``(prototypes, logits, reach)`` to compute with (None: the fitted ones).
         """
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
@@ -987,12 +987,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         def chunk(start):
             rows = X[start : start + step]
             rows = rows.toarray() if sp.issparse(rows) else rows  # a sparse X densified a chunk at a time
-            with np.errstate(over="ignore"):  # a sum that overflows is checked below
-                complete = math.isfinite(rows.sum())
-            if check and not complete and np.isinf(rows).any():
-                assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
+            part = None if fast is None else fast(rows)  # None for rows with NaN (or infinite) values
+            with np.errstate(over="ignore"):  # a sum that overflows is checked by isinf
+                if part is None and check and not math.isfinite(rows.sum()) and np.isinf(rows).any():
+                    assert_all_finite(rows, estimator_name=type(self).__name__, input_name="X")
             with torch.inference_mode():
-                part = (fast if fast is not None and complete else definition)(rows)
+                part = definition(rows) if part is None else part
                 if check:
                     part = self._finite_or_refused(part, rows, start, what, model)
             return part if finish is None else finish(part)
