@@ -70,7 +70,9 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # the squared distance where d^p = eps
     floor = np.minimum.reduce(partial, axis=0)
     floor += x2
-    inverse = 1.0 / np.maximum(floor, max(hit, float(info.tiny)), out=floor)
+    lowest = max(hit, float(info.tiny))
+    raised = floor.min(initial=np.inf) < lowest  # some query within d^p = eps of a key
+    inverse = 1.0 / np.maximum(floor, lowest, out=floor)
     ratio = partial
     ratio += x2
     e = eps * power_(inverse.copy(), q)  # eps / floor^q <= 1
@@ -79,10 +81,13 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
         # ‖x - k‖² >= floor > 0): r = (floor / ‖x - k‖²)^q in (0, 1], one division per pair.
         return power_(np.divide(floor, ratio, out=ratio), q), None
     ratio *= inverse  # ‖x - k‖² / floor
-    # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take;
-    # with gradients, capped where ratio^q would overflow, so that σ stays finite.
-    low = (None if q % 2 == 0 else 0.0) if _whole(q) else float(info.tiny)
+    # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take
+    # (elsewhere every ratio is >= 1); with gradients, capped where ratio^q would overflow, so that σ
+    # stays finite (bounded beforehand by ‖s ∘ (x - k)‖ <= ‖s ∘ x‖ + ‖s ∘ k‖).
+    low = None if not raised or (_whole(q) and q % 2 == 0) else (0.0 if _whole(q) else float(info.tiny))
     high = math.exp(min(math.log(info.max / 4) / q, math.log(info.max))) if grad else None
+    if high is not None and np.max(np.square(np.sqrt(x2) + math.sqrt(key_norms.max())) * inverse) <= high:
+        high = None
     if low is not None or high is not None:
         np.clip(ratio, -np.inf if low is None else low, np.inf if high is None else high, out=ratio)
     if not grad:

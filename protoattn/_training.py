@@ -273,9 +273,11 @@ def train(
     steps_per_epoch = math.ceil(n / batch_size)
     # Adam's steps have a fixed size, so keys learn at learning_rate times the data's spread (the
     # root mean variance of the features): the same trajectory whatever the units.
+    missing = bool(X.isnan().any())
     if spread is None:
-        centred = X - (X.nanmean(0) if bool(X.isnan().any()) else X.mean(0))  # nanmean is several times slower
-        spread = float(torch.linalg.vector_norm(centred.nan_to_num()) / math.sqrt(X.shape[1] * (n - 1)))
+        centred = X - X.nanmean(0) if missing else X - X.mean(0)  # nanmean is several times slower
+        centred = centred.nan_to_num() if missing else centred
+        spread = float(torch.linalg.vector_norm(centred) / math.sqrt(X.shape[1] * (n - 1)))
         spread = spread if n > 1 and math.isfinite(spread) else 0.0
     # Adam's first step is learning_rate / (1 - beta1) = 10 learning rates: refuse one that does not
     # fit the parameters' dtype, rather than train to NaN.
@@ -290,7 +292,7 @@ def train(
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.
     w = w / w.mean()
     # The speed variant's training step knows no reaches: a model with patches of finite reach trains in torch.
-    if network.shepard and network.reach is None and network.keys.device.type == "cpu" and not bool(X.isnan().any()):
+    if network.shepard and network.reach is None and network.keys.device.type == "cpu" and not missing:
         step = _fast.TrainingStep(network, rates, total_steps, anneal_learning_rate)
         X, y, w = (t.numpy() for t in (X, y, w))
     else:
