@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ._tables import to_log
+
 
 def _whole(q: float) -> bool:
     return float(q).is_integer() and 1 <= q <= 64
@@ -125,7 +127,8 @@ def column_sq_scales(network):
 def predictor(network):
     """A function from a numpy chunk of rows to the network's logits ``Σ_i a_i(x) v_i``, or to None
     where a row is not finite (a missing value, which the network takes); for a Shepard network on
-    the CPU (None otherwise). The weights are normalised after the
+    the CPU (None otherwise). Columns of a logarithmic scale are put on it first, as in the network.
+    The weights are normalised after the
     product with the values, by row sums from the same product; a prototype's weight is 0 beyond its
     reach (``network.reach``), as in the network.
 
@@ -136,7 +139,9 @@ def predictor(network):
     if not network.shepard or network.keys.device.type != "cpu":
         return None
     sq_scales = column_sq_scales(network)
+    units = None if network.log_units is None else network.log_units.numpy()
     keys, shift = network.keys.detach().numpy(), None
+    keys = keys if units is None else to_log(keys, units)
     if network.offset is not None:
         offset, scale = network.offset.numpy(), network.scale.numpy()
         far = np.dot(sq_scales, offset * offset) > np.dot(sq_scales, scale * scale)  # s² holds 1 / scale²
@@ -151,6 +156,7 @@ def predictor(network):
     bounded_sq_reach = np.square(reach[bounded])[:, None] if len(bounded) else None
 
     def logits(X):
+        X = X if units is None else to_log(X, units)
         X = X if shift is None else X - shift
         with np.errstate(all="ignore"):  # like torch: a far key's power overflows, its weight is then 0
             x2 = query_norms(X, sq_scales)

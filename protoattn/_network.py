@@ -43,6 +43,10 @@ class PrototypeAttention(nn.Module):
     offset, scale : Tensor of shape (d,), optional
         Standardisation: the score sees ``z = (x - offset) / scale`` for inputs and keys alike, so
         keys are in the inputs' units. None: inputs are already standardised.
+    log_units : Tensor of shape (d,), optional
+        Columns compared on a logarithmic scale: where ``u > 0``, ``x`` becomes ``asinh(x / u)``
+        before the standardisation, for inputs and keys alike (heavy-tailed amounts, see
+        :func:`protoattn._tables.log_units`). None: every column as it is.
     reach : Tensor of shape (m,), optional
         Each prototype's reach in the model's distance (the metric on standardised inputs, what
         :meth:`scaled` gives to :func:`~protoattn.attention.squared_distances`): beyond it the
@@ -65,6 +69,7 @@ class PrototypeAttention(nn.Module):
         offset: Tensor | None = None,
         scale: Tensor | None = None,
         reach: Tensor | None = None,
+        log_units: Tensor | None = None,
     ):
         super().__init__()
         self.keys = nn.Parameter(keys)
@@ -78,6 +83,7 @@ class PrototypeAttention(nn.Module):
         self.register_buffer("column_features", column_features)
         self.register_buffer("offset", offset)
         self.register_buffer("scale", scale)
+        self.register_buffer("log_units", log_units)
         self.register_buffer("reach", reach)
         self.score = score
         self.power = power
@@ -93,12 +99,21 @@ class PrototypeAttention(nn.Module):
     def scaled(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """Inputs and keys as the score sees them: standardised, then multiplied by the metric."""
         K = self.keys
+        if self.log_units is not None:
+            X, K = self.logged(X), self.logged(K)
         if self.offset is not None:
             X, K = (X - self.offset) / self.scale, (K - self.offset) / self.scale
         if self.log_scales is not None:
             scales = self.column_scales()
             X, K = scale_features(X, scales), K * scales
         return X, K
+
+    def logged(self, X: Tensor) -> Tensor:
+        """``asinh(x / u)`` in the columns of a positive ``log_units`` entry u, x elsewhere."""
+        logged = self.log_units > 0
+        z = X / torch.where(logged, self.log_units, 1.0)
+        # asinh(z) written out: onnxruntime has no float64 Asinh kernel, and exported models must run.
+        return torch.where(logged, z.sign() * torch.log(z.abs() + torch.sqrt(z * z + 1.0)), X)
 
     def column_scales(self) -> Tensor:
         """The metric's scale of each input column."""

@@ -580,13 +580,15 @@ def _decode(value, arrays):
 
 
 def _set_table_defaults(clf):
-    """A model saved before raw tables gets the state of an all-numeric table that was not standardised."""
+    """A model saved before raw tables gets the state of an all-numeric table that was not standardised
+    (and, saved before logarithmic scales, none)."""
     d = clf.n_features_in_
     defaults = {
         "is_categorical_": np.zeros(d, dtype=bool),
         "categories_": [],
         "feature_means_": np.zeros(d),
         "feature_stds_": np.ones(d),
+        "log_units_": np.zeros(d),
     }
     for name, default in defaults.items():
         if not hasattr(clf, name):
@@ -616,6 +618,11 @@ def _table_problem(clf):
             return f"{name} holds NaN or infinity"
     if not np.all(clf.feature_stds_ > 0):
         return "feature_stds_ must be positive"
+    units = clf.log_units_
+    if not isinstance(units, np.ndarray) or units.dtype != np.float64 or units.shape != (d,):
+        return f"log_units_ must be a float64 array of shape ({d},)"
+    if not np.all(np.isfinite(units) & (units >= 0)) or np.any(units[mask] != 0):
+        return "log_units_ must be finite, positive for features on a logarithmic scale and 0 elsewhere"
     if not mask.any():
         return None
     prototypes = clf.prototypes_

@@ -11,6 +11,7 @@ then skip it (:func:`protoattn.attention.squared_distances`).
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -31,11 +32,17 @@ def categorical_mask(X, categorical_features, n_features, feature_names=None):
         if dtypes is None or not hasattr(X, "columns"):
             return np.zeros(n_features, dtype=bool)
         return np.array([not _numeric_dtype(dtype) for dtype in dtypes], dtype=bool)
-    given = np.asarray(categorical_features)
+    return feature_mask(categorical_features, n_features, feature_names, "categorical_features")
+
+
+def feature_mask(given, n_features, feature_names, parameter):
+    """A boolean mask of the features that ``given`` (a list of names or indices, or a boolean
+    mask) names; ``parameter`` is its name in error messages."""
+    given = np.asarray(given)
     if given.dtype == bool:
         if given.shape != (n_features,):
             raise ValueError(
-                f"categorical_features as a boolean mask must have one entry per feature ({n_features}), "
+                f"{parameter} as a boolean mask must have one entry per feature ({n_features}), "
                 f"got shape {given.shape}."
             )
         return given.copy()
@@ -44,16 +51,14 @@ def categorical_mask(X, categorical_features, n_features, feature_names=None):
         if isinstance(item, str):
             if feature_names is None or item not in list(feature_names):
                 raise ValueError(
-                    f"categorical_features names {item!r}, which is not a column of X "
+                    f"{parameter} names {item!r}, which is not a column of X "
                     f"({'X has no column names' if feature_names is None else list(feature_names)})."
                 )
             mask[list(feature_names).index(item)] = True
         elif isinstance(item, Integral) and -n_features <= item < n_features:
             mask[item] = True
         else:
-            raise ValueError(
-                f"categorical_features must hold column names or indices in [0, {n_features}), got {item!r}."
-            )
+            raise ValueError(f"{parameter} must hold column names or indices in [0, {n_features}), got {item!r}.")
     return mask
 
 
@@ -148,6 +153,59 @@ def standardisation(numeric, sample_weight=None, scaler=None):
     # A copy: a call that fails later leaves the stream's scaler as it was.
     scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
     return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler
+
+
+LOG_SKEWNESS = 2.0  # a column's skewness above which "auto" compares it on a logarithmic scale
+
+
+def log_units(numeric, low, chosen=None):
+    """For each numeric column, the unit ``u`` of the logarithmic scale ``asinh(x / u)`` that the
+    model compares it on, or 0 for a column compared as it is. ``chosen`` (a boolean per column)
+    names the columns; None chooses heavy-tailed amounts, columns never negative (``low``, the
+    columns' minima, >= 0) with a positive median whose skewness exceeds ``LOG_SKEWNESS`` (counts,
+    populations, prices; not mostly-zero columns such as an image's border pixels), where plain
+    differences would let the largest values decide every distance. ``u`` is the column's median
+    magnitude: ``asinh(x / u)`` is ``log(2x / u)`` for large x, does not depend on the column's
+    units, and stays defined for 0 and negative values."""
+    automatic = chosen is None
+    chosen = np.asarray(low >= 0) if automatic else np.asarray(chosen, dtype=bool).copy()
+    units = np.zeros(numeric.shape[1])
+    if not chosen.any():
+        return units
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value is refused later
+        magnitude = np.abs(numeric[:, chosen])
+        unit = np.nanmedian(magnitude, 0)
+        if automatic:
+            centred = magnitude - np.nanmean(magnitude, 0)
+            skewness = np.nanmean(centred**3, 0) / np.nanmean(centred**2, 0) ** 1.5
+            chosen[chosen] = (unit > 0) & (skewness > LOG_SKEWNESS)
+            unit = unit[(unit > 0) & (skewness > LOG_SKEWNESS)]
+        else:  # a column the user chose: its mean magnitude where most values are 0, else 1
+            unit = np.where(unit > 0, unit, np.nanmean(magnitude, 0))
+    units[chosen] = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)
+    return units
+
+
+def to_log(numeric, units):
+    """The numeric columns with those of a positive unit on their logarithmic scale ``asinh(x / u)``
+    (see :func:`log_units`); a copy where any is."""
+    logged = units > 0
+    if not logged.any():
+        return numeric
+    numeric = np.array(numeric, dtype=np.result_type(numeric, np.float32))
+    numeric[..., logged] = np.arcsinh(numeric[..., logged] / units[logged])
+    return numeric
+
+
+def from_log(values, units):
+    """The inverse of :func:`to_log`: ``u sinh(t)`` on the columns of a positive unit."""
+    logged = units > 0
+    if not logged.any():
+        return values
+    values = np.array(values, dtype=np.result_type(values, np.float32))
+    values[..., logged] = units[logged] * np.sinh(values[..., logged])
+    return values
 
 
 def encode(numeric, categorical, is_categorical, categories, dtype=np.float64):

@@ -224,6 +224,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         ``string`` or ``bool``. Each becomes a one-hot block inside the model with one learned scale,
         and a prototype's value is one of its training categories; a category unseen in training
         counts as missing.
+    log_features : "auto", list of str or int, boolean mask or None, default="auto"
+        Numeric features compared on a logarithmic scale, ``asinh(x / median)`` (``log(2x / median)``
+        for large x, defined for 0 and negative values, the same whatever the units): ``"auto"`` takes
+        heavy-tailed amounts, features never negative in the training data, with a positive median
+        and a skewness above 2 (counts, populations, prices), where plain differences would let the
+        largest values decide every distance. ``prototypes_`` stay in the user's units. None compares
+        every feature as it is.
     n_prototypes : int or None, default=None
         Number of prototypes m. ``None`` means 10 per class. With ``init="kmeans"`` the prototypes are
         spread evenly over the classes and a class never gets more prototypes than it has distinct
@@ -295,7 +302,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         The training categories of each categorical feature, sorted.
     feature_means_, feature_stds_ : ndarray of shape (n_features,)
         The training mean and standard deviation of each numeric feature (0 and 1 for categorical
-        ones): the network standardises with them, so that units do not matter.
+        ones), on its logarithmic scale where it has one: the network standardises with them, so that
+        units do not matter.
+    log_units_ : ndarray of shape (n_features,)
+        For each feature compared on a logarithmic scale (see ``log_features``), the unit u of
+        ``asinh(x / u)``, its training median; 0 for the others.
     logits_ : ndarray of shape (m, n_classes)
         The values: each prototype's class logits.
     prototype_labels_ : ndarray of shape (m,)
@@ -381,6 +392,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "categorical_features": [StrOptions({"from_dtype"}), "array-like", None],
+        "log_features": [StrOptions({"auto"}), "array-like", None],
         "n_prototypes": [Interval(Integral, 1, None, closed="left"), None],
         "attention": [StrOptions(set(ATTENTIONS)), callable],
         "power": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -406,6 +418,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         categorical_features="from_dtype",
+        log_features="auto",
         n_prototypes=None,
         attention="idw",
         power="auto",
@@ -426,6 +439,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         device="cpu",
     ):
         self.categorical_features = categorical_features
+        self.log_features = log_features
         self.n_prototypes = n_prototypes
         self.attention = attention
         self.power = power
@@ -504,26 +518,33 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         numeric = numeric.toarray() if sp.issparse(numeric) else numeric  # training densifies
         sample_weight = _check_sample_weight(sample_weight, numeric, ensure_non_negative=True)
         used = slice(None) if np.all(sample_weight > 0) else sample_weight > 0  # a slice copies nothing
-        if reset:
-            self.categories_ = _tables.fit_categories(categorical[used])
-            self._scaler = None
-        if reset or (stream and getattr(self, "_scaler", None) is not None):
-            means, stds, self._scaler = _tables.standardisation(numeric[used], sample_weight[used], self._scaler)
-            self.feature_means_, self.feature_stds_ = np.zeros(self.n_features_in_), np.ones(self.n_features_in_)
-            self.feature_means_[~self.is_categorical_], self.feature_stds_[~self.is_categorical_] = means, stds
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value (refused below)
             low, high = np.nanmin(numeric[used], 0, initial=np.inf), np.nanmax(numeric[used], 0, initial=-np.inf)
-        if reset and np.any(low > high):
-            features = np.flatnonzero(~self.is_categorical_)[low > high].tolist()
-            raise ValueError(f"Numeric features {features} have no value in the training data: drop them.")
         numeric_features = ~self.is_categorical_
-        _check_trainable_scale(low, high, self.feature_means_[numeric_features], self.feature_stds_[numeric_features])
+        if reset:
+            if np.any(low > high):
+                features = np.flatnonzero(numeric_features)[low > high].tolist()
+                raise ValueError(f"Numeric features {features} have no value in the training data: drop them.")
+            self.categories_ = _tables.fit_categories(categorical[used])
+            self._scaler = None
+            self.log_units_ = np.zeros(self.n_features_in_)
+            self.log_units_[numeric_features] = _tables.log_units(numeric[used], low, self._chosen_log_features(names))
+        units = self.log_units_[numeric_features]
+        logged = _tables.to_log(numeric, units)
+        if reset or (stream and getattr(self, "_scaler", None) is not None):
+            means, stds, self._scaler = _tables.standardisation(logged[used], sample_weight[used], self._scaler)
+            self.feature_means_, self.feature_stds_ = np.zeros(self.n_features_in_), np.ones(self.n_features_in_)
+            self.feature_means_[numeric_features], self.feature_stds_[numeric_features] = means, stds
+        _check_trainable_scale(
+            _tables.to_log(low, units), _tables.to_log(high, units), self.feature_means_[numeric_features],
+            self.feature_stds_[numeric_features],
+        )
         if not reset and hasattr(self, "_numeric_range"):  # the range of every row trained on so far
             low, high = np.minimum(low, self._numeric_range[0]), np.maximum(high, self._numeric_range[1])
         self._numeric_range = low, high
         offset, scale, _ = self._column_standardisation()
-        Z = _tables.encode(numeric, categorical, self.is_categorical_, self.categories_)
+        Z = _tables.encode(logged, categorical, self.is_categorical_, self.categories_)
         Z = (Z - offset.astype(Z.dtype)) / scale.astype(Z.dtype)
         # In training's float32: data that differ only in their units are then the same bits.
         return Z.astype(np.float32), y, sample_weight
@@ -531,6 +552,23 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _columns(self):
         """The feature of each column of the network's input."""
         return _tables.column_features(self.is_categorical_, self.categories_)
+
+    def _chosen_log_features(self, names):
+        """``log_features`` as a boolean per numeric feature, or None for "auto"."""
+        if isinstance(self.log_features, str):
+            return None
+        if self.log_features is None:
+            return np.zeros(int((~self.is_categorical_).sum()), dtype=bool)
+        mask = _tables.feature_mask(self.log_features, self.n_features_in_, names, "log_features")
+        if np.any(mask & self.is_categorical_):
+            named = np.flatnonzero(mask & self.is_categorical_).tolist()
+            raise ValueError(f"log_features names categorical features {named}: a logarithmic scale is for numbers.")
+        return mask[~self.is_categorical_]
+
+    def _column_log_units(self, columns):
+        """The logarithmic scale's unit of each column of the network's input (0: none)."""
+        units = getattr(self, "log_units_", None)
+        return np.zeros(len(columns)) if units is None else np.where(self.is_categorical_[columns], 0.0, units[columns])
 
     def _column_standardisation(self):
         """Offset, scale and feature of each column of the network's input: a numeric feature's
@@ -550,14 +588,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _to_keys(self, prototypes):
         """Prototypes in the user's units as training's keys (standardised)."""
-        offset, scale, _ = self._column_standardisation()
-        return (self._encoded(prototypes) - offset) / scale
+        offset, scale, columns = self._column_standardisation()
+        return (_tables.to_log(self._encoded(prototypes), self._column_log_units(columns)) - offset) / scale
 
     def _to_prototypes(self, keys):
         """Training's keys back in the user's units (within the training range: rounding can take them
         out by a little) and categories (one-hot blocks snapped to their largest entry)."""
         offset, scale, columns = self._column_standardisation()
-        encoded = keys * scale + offset
+        encoded = _tables.from_log(keys * scale + offset, self._column_log_units(columns))
         numeric = ~self.is_categorical_[columns]
         encoded[:, numeric] = np.clip(encoded[:, numeric], *self._numeric_range)
         return _tables.decode(encoded, self.is_categorical_, self.categories_)
@@ -807,7 +845,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         bounds = []
         for bound, infinite in zip(self._numeric_range, (-np.inf, np.inf), strict=True):
             full = np.full(len(columns), infinite)
-            full[~frozen] = (bound - offset[~frozen]) / scale[~frozen]
+            logged = _tables.to_log(bound, self._column_log_units(columns)[~frozen])
+            full[~frozen] = (logged - offset[~frozen]) / scale[~frozen]
             bounds.append(torch.as_tensor(full, dtype=network.keys.dtype, device=network.keys.device))
         keys = network.keys.detach()
         frozen = torch.as_tensor(np.flatnonzero(frozen), device=keys.device)
@@ -863,6 +902,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             ones = np.ones(self.n_features_in_)
             log_scales = torch.log(torch.as_tensor(ones if feature_scales is None else feature_scales)).to(dtype)
         offset, scale, columns = self._column_standardisation()
+        units = self._column_log_units(columns)
         entry = attention if callable(attention) else ATTENTIONS[attention]
         if isinstance(entry, type) and issubclass(entry, nn.Module):
             score = entry(keys.shape[1])
@@ -888,6 +928,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             offset=None if fitting else torch.as_tensor(offset, dtype=dtype),
             scale=None if fitting else torch.as_tensor(scale, dtype=dtype),
             reach=None if reach is None or np.all(np.isinf(reach)) else torch.as_tensor(reach, dtype=dtype),
+            log_units=None if fitting or not np.any(units) else torch.as_tensor(units, dtype=dtype),
         )
         return network.to(dtype)
 

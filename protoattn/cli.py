@@ -321,9 +321,12 @@ def _radius(text):
 
 def _warn_if_far(clf, row, limit=4.0):
     """Say so when the row's numbers lie far from the training data: a patch there is unusual."""
+    from . import _tables
+
     numeric = ~clf.is_categorical_
     values = row.to_numpy(dtype=object)[0, numeric].astype(float)
-    z = np.abs(values - clf.feature_means_[numeric]) / clf.feature_stds_[numeric]
+    units = getattr(clf, "log_units_", np.zeros(clf.n_features_in_))[numeric]
+    z = np.abs(_tables.to_log(values, units) - clf.feature_means_[numeric]) / clf.feature_stds_[numeric]
     far = np.flatnonzero(z > limit)
     if far.size:
         names = np.asarray(row.columns)[numeric][far]

@@ -67,3 +67,14 @@ def test_a_model_with_categorical_features_says_how_to_export(tmp_path):
     with pytest.raises(ValueError, match="categorical ones \\(island, sex\\).*OrdinalEncoder"):
         export_onnx(clf, tmp_path / "m.onnx")
     assert isinstance(clf.prototypes_frame(), pd.DataFrame)
+
+
+def test_onnx_computes_logarithmic_scales_as_the_model_does(tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.exp(rng.normal(8, 1.5, 300)), rng.normal(size=300)])
+    y = (np.log(X[:, 0]) + X[:, 1] > 8).astype(int)
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=20, random_state=0).fit(X, y)
+    assert clf.log_units_[0] > 0 and clf.log_units_[1] == 0
+    session = ort.InferenceSession(str(export_onnx(clf, tmp_path / "model.onnx", dtype="float64")))
+    (probabilities,) = session.run(["probabilities"], {"X": X})
+    np.testing.assert_allclose(probabilities, clf.predict_proba(X), atol=1e-10)

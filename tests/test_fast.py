@@ -170,3 +170,30 @@ def test_reach_none_computes_as_before():
     X = _queries(network)
     with torch.no_grad():
         np.testing.assert_array_equal(unbounded(X).numpy(), network(X).numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("power", [2.0, 7.3, 10.0])
+def test_fast_logits_put_columns_on_their_logarithmic_scale(power, dtype):
+    """Columns of a positive log unit are compared as asinh(x / u), in the speed variant as in the network."""
+    base = _network(power, 1e-3, "fixed", dtype=dtype)
+    m, d = base.keys.shape
+    units = torch.zeros(d, dtype=dtype)
+    units[[1, 4]] = torch.tensor([0.5, 3.0], dtype=dtype)
+    keys = base.keys.detach().clone()
+    keys[:, [1, 4]] = keys[:, [1, 4]].abs() * 20  # amounts, as such columns hold
+    offset, scale = torch.zeros(d, dtype=dtype), torch.ones(d, dtype=dtype)
+    network = PrototypeAttention(
+        keys, base.values.detach(), idw, power, 1e-3, True, base.log_scales, offset=offset, scale=scale, log_units=units
+    )
+    X = _queries(network, n=200)
+    X[5:, [1, 4]] = X[5:, [1, 4]].abs() * 50  # far apart in amount, near on the logarithmic scale
+    with torch.no_grad():
+        expected = network(X).numpy()
+        logged = network.logged(keys).detach()
+        plain = PrototypeAttention(
+            logged, base.values.detach(), idw, power, 1e-3, True, base.log_scales, offset=offset, scale=scale
+        )(network.logged(X)).numpy()
+    np.testing.assert_allclose(expected, plain, rtol=1e-12)  # the network: asinh(x / u), then as before
+    tolerance = 1e-4 if dtype == torch.float32 else 1e-9
+    np.testing.assert_allclose(_fast.predictor(network)(X.numpy()), expected, rtol=tolerance, atol=tolerance)

@@ -165,3 +165,74 @@ def test_a_tfidf_text_pipeline_trains_and_predicts_on_sparse_rows():
     model.fit(texts, labels)
     assert model.score(texts, labels) == 1.0
     assert model.predict(["the team scored a goal", "salt the soup"]).tolist() == ["sport", "food"]
+
+
+@pytest.fixture(scope="module")
+def amounts():
+    """Towns: a heavy-tailed population (never negative), a mostly-zero count, a signed change and a
+    category; the kind decided by the population's order of magnitude and the change."""
+    rng = np.random.default_rng(0)
+    n = 400
+    population = np.exp(rng.normal(8.5, 1.5, n)).round()
+    change = rng.normal(0, 1, n)
+    X = pd.DataFrame(
+        {
+            "population": population,
+            "closures": np.where(rng.random(n) < 0.8, 0.0, rng.integers(1, 9, n)),  # median 0
+            "change": change,
+            "region": rng.choice(["north", "south"], n),
+        }
+    )
+    y = np.where(np.log(population) + 0.5 * change > 8.5, "town", "village")
+    return X, y
+
+
+def test_auto_puts_heavy_tailed_amounts_on_a_logarithmic_scale(amounts):
+    X, y = amounts
+    clf = IDWAttentionClassifier(random_state=0).fit(X, y)
+    assert clf.log_units_.tolist() == [X["population"].median(), 0.0, 0.0, 0.0]
+    frame = clf.prototypes_frame()  # still in the user's units, within the training range
+    assert X["population"].min() <= frame["population"].min() and frame["population"].max() <= X["population"].max()
+    plain = IDWAttentionClassifier(random_state=0, log_features=None).fit(X, y)
+    assert not plain.log_units_.any()
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    logged = cross_val_score(IDWAttentionClassifier(random_state=0), X, y, cv=folds).mean()
+    assert logged > cross_val_score(IDWAttentionClassifier(random_state=0, log_features=None), X, y, cv=folds).mean()
+
+
+def test_a_logarithmic_scale_ignores_units_and_takes_any_value(amounts):
+    X, y = amounts
+    one = IDWAttentionClassifier(random_state=0).fit(X, y)
+    other = IDWAttentionClassifier(random_state=0).fit(X.assign(population=X["population"] * 1e3), y)
+    np.testing.assert_allclose(other.log_units_[0], one.log_units_[0] * 1e3)
+    scaled = X.assign(population=X["population"] * 1e3)
+    np.testing.assert_allclose(other.predict_proba(scaled), one.predict_proba(X), atol=1e-6)
+    unusual = X.iloc[:3].assign(population=[0.0, -50.0, np.nan])  # asinh is defined everywhere
+    assert np.all(np.isfinite(one.predict_proba(unusual)))
+    why = one.explain(unusual, top_k=2)
+    assert np.all(np.isfinite(why.feature_terms))
+
+
+def test_log_features_by_name_and_what_it_refuses(amounts, tmp_path):
+    X, y = amounts
+    clf = IDWAttentionClassifier(random_state=0, log_features=["closures"]).fit(X, y)
+    assert clf.log_units_[1] == X["closures"][X["closures"] != 0].abs().sum() / len(X)  # mean magnitude: median 0
+    assert clf.log_units_[[0, 2, 3]].tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="log_features names categorical features"):
+        IDWAttentionClassifier(log_features=["region"]).fit(X, y)
+    with pytest.raises(ValueError, match="log_features names 'size'"):
+        IDWAttentionClassifier(log_features=["size"]).fit(X, y)
+    clf.save(tmp_path / "towns.protoattn")
+    loaded = IDWAttentionClassifier.load(tmp_path / "towns.protoattn")
+    np.testing.assert_array_equal(loaded.log_units_, clf.log_units_)
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_stream_keeps_the_scales_of_its_first_call(amounts):
+    X, y = amounts
+    clf = IDWAttentionClassifier(random_state=0)
+    clf.partial_fit(X.iloc[:200], y[:200], classes=np.unique(y))
+    units = clf.log_units_.copy()
+    clf.partial_fit(X.iloc[200:].assign(population=X["population"].iloc[200:] * 10), y[200:])
+    np.testing.assert_array_equal(clf.log_units_, units)
+    assert np.all(np.isfinite(clf.predict_proba(X)))
