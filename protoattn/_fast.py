@@ -128,9 +128,8 @@ def predictor(network):
     """A function from a numpy chunk of rows to the network's logits ``Σ_i a_i(x) v_i``, or to None
     where a row is not finite (a missing value, which the network takes); for a Shepard network on
     the CPU (None otherwise). Columns of a logarithmic scale are put on it first, as in the network.
-    The weights are normalised after the
-    product with the values, by row sums from the same product; a prototype's weight is 0 beyond its
-    reach (``network.reach``), as in the network.
+    The weights are normalised after the product with the values, by row sums from the same product;
+    a prototype's weight is 0 beyond its reach (``network.reach``), as in the network.
 
     Distances do not change when inputs and keys move together, so the standardisation's offset
     moves into the keys; the rows are shifted too (a copy of each chunk) only where the training
