@@ -42,15 +42,16 @@ DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 #: predictions around it (a margin of 1e6 changed 98 of iris's 150).
 MAX_MARGIN = 40.0
 
-# Rows per chunk in prediction: each (rows, m) buffer holds about 2 MB, large enough that per-chunk
-# overheads vanish and small enough that the passes over it stay in the cache; memory beyond the
-# output is then bounded whatever the rows.
+# Rows per chunk in prediction: each (rows, m) buffer holds about 2 MB in float32 (4 MB in float64),
+# large enough that per-chunk overheads vanish and small enough that the passes over it stay in the
+# cache; memory beyond the output is then bounded whatever the rows.
 _CHUNK_BYTES = 2**21
 
 
-def _chunk_rows(m, dtype):
-    """Rows per prediction chunk for m prototypes computing in ``dtype``."""
-    return max(1, _CHUNK_BYTES // (m * np.dtype(dtype).itemsize))
+def _chunk_rows(m):
+    """Rows per prediction chunk for m prototypes, the same in float32 and float64 (the float64 passes
+    gained nothing from chunks half as long, and lost to their overheads: ``benchmarks/RESULTS.md``)."""
+    return max(1, _CHUNK_BYTES // (m * 4))
 
 
 # add_prototype and remove_prototypes replace prototypes_, logits_, prototype_reach_, patched_prototypes_
@@ -1023,7 +1024,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             return method(torch.from_numpy(np.require(rows, requirements=["C", "W"])).to(device)).cpu().numpy()
 
         check = not get_config()["assume_finite"]  # scikit-learn's configuration is the calling thread's
-        step = _chunk_rows(len(network.keys), X.dtype)
+        step = _chunk_rows(len(network.keys))
 
         def chunk(start):
             rows = X[start : start + step]
@@ -1174,7 +1175,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         # In row chunks, filled in place: memory grows with n * top_k, not with n * n_prototypes. A
         # chunk holds about four (rows, m) arrays at once (weights, contributions, their order, a sort
         # key), so it has a quarter of prediction's rows.
-        rows = max(1, _chunk_rows(len(prototypes), X.dtype) // 4)
+        rows = max(1, _chunk_rows(len(prototypes)) // 4)
         for start in range(0, n, rows):
             self._explain_rows(X[start : start + rows], explanation, slice(start, start + rows), model)
         return explanation

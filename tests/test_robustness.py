@@ -61,7 +61,7 @@ def test_bad_X_is_refused_by_every_method_and_changes_nothing(fitted, iris, meth
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_bad_value_in_any_row_chunk_is_refused(fitted, value, message, dtype):
     # Prediction checks X a chunk of rows at a time: a bad value in the last of several chunks.
-    rows = 2 * _chunk_rows(len(fitted.prototypes_), dtype) + 1
+    rows = 2 * _chunk_rows(len(fitted.prototypes_)) + 1
     X = np.random.default_rng(0).standard_normal((rows, 4)).astype(dtype)
     X[-1, 2] = value
     for method in PREDICTING:
@@ -216,7 +216,7 @@ def test_predictions_of_big_inputs_match_small_ones(fitted, iris, order):
     # Each row of an input of many chunks must get what it gets alone, whatever the memory order of X.
     X, _ = iris
     big = np.asarray(np.tile(X, (600, 1)), order=order)
-    assert len(big) > 2 * _chunk_rows(len(fitted.prototypes_), big.dtype)
+    assert len(big) > 2 * _chunk_rows(len(fitted.prototypes_))
     np.testing.assert_allclose(fitted.predict_proba(big)[: len(X)], fitted.predict_proba(X), rtol=1e-10)
     np.testing.assert_array_equal(fitted.predict(big.astype(np.float32)), np.tile(fitted.predict(X), 600))
 
