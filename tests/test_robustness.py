@@ -215,10 +215,10 @@ def test_predictions_on_prototypes_far_from_the_origin_are_theirs():
 def test_predictions_of_big_inputs_match_small_ones(fitted, iris, order):
     # Each row of an input of many chunks must get what it gets alone, whatever the memory order of X.
     X, _ = iris
-    big = np.asarray(np.tile(X, (600, 1)), order=order)
+    big = np.asarray(np.tile(X, (1200, 1)), order=order)
     assert len(big) > 2 * _chunk_rows(len(fitted.prototypes_))
     np.testing.assert_allclose(fitted.predict_proba(big)[: len(X)], fitted.predict_proba(X), rtol=1e-10)
-    np.testing.assert_array_equal(fitted.predict(big.astype(np.float32)), np.tile(fitted.predict(X), 600))
+    np.testing.assert_array_equal(fitted.predict(big.astype(np.float32)), np.tile(fitted.predict(X), 1200))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
