@@ -179,8 +179,8 @@ def log_units(numeric, low, chosen=None):
         if automatic:
             centred = magnitude - np.nanmean(magnitude, 0)
             skewness = np.nanmean(centred**3, 0) / np.nanmean(centred**2, 0) ** 1.5
-            chosen[chosen] = (unit > 0) & (skewness > LOG_SKEWNESS)
-            unit = unit[(unit > 0) & (skewness > LOG_SKEWNESS)]
+            heavy = (unit > 0) & (skewness > LOG_SKEWNESS)
+            chosen[chosen], unit = heavy, unit[heavy]
         else:  # a column the user chose: its mean magnitude where most values are 0, else 1
             unit = np.where(unit > 0, unit, np.nanmean(magnitude, 0))
     units[chosen] = np.where(np.isfinite(unit) & (unit > 0), unit, 1.0)

@@ -325,8 +325,8 @@ def _warn_if_far(clf, row, limit=4.0):
 
     numeric = ~clf.is_categorical_
     values = row.to_numpy(dtype=object)[0, numeric].astype(float)
-    units = getattr(clf, "log_units_", np.zeros(clf.n_features_in_))[numeric]
-    z = np.abs(_tables.to_log(values, units) - clf.feature_means_[numeric]) / clf.feature_stds_[numeric]
+    logged = _tables.to_log(values, clf.log_units_[numeric])  # load gives older files log_units_ of 0
+    z = np.abs(logged - clf.feature_means_[numeric]) / clf.feature_stds_[numeric]
     far = np.flatnonzero(z > limit)
     if far.size:
         names = np.asarray(row.columns)[numeric][far]
