@@ -142,17 +142,27 @@ def fit_categories(categorical):
     return categories
 
 
-def standardisation(numeric, sample_weight=None, scaler=None):
-    """Means and scales of the numeric columns (over the observed cells; scale 1 where a column is
-    constant) by a :class:`~sklearn.preprocessing.StandardScaler`, and the scaler: pass it back to
-    update them with more rows (a stream)."""
-    if not numeric.shape[1]:
+def standardisation(encoded, is_categorical, categories, sample_weight=None, scaler=None):
+    """Each feature's offset and scale over the observed cells of the encoding (:func:`encode`), by a
+    :class:`~sklearn.preprocessing.StandardScaler` on its columns, and the scaler: pass it back to
+    update them with more rows (a stream). A numeric feature's are its mean and standard deviation; a
+    categorical feature's are 0 and the root of its one-hot block's total variance,
+    ``sqrt(1 - Σ_c p_c²)``, so that two random rows differ by as much in every feature, numeric or
+    categorical, before the metric learns which matter. Scale 1 where a feature is constant."""
+    if not encoded.shape[1]:
         return np.zeros(0), np.ones(0), None
     if sample_weight is not None and np.all(sample_weight == 1):
         sample_weight = None  # the same statistics, by a path several times faster
     # A copy: a call that fails later leaves the stream's scaler as it was.
-    scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(numeric, sample_weight=sample_weight)
-    return np.nan_to_num(scaler.mean_), np.where(np.isfinite(scaler.scale_), scaler.scale_, 1.0), scaler
+    scaler = (copy.deepcopy(scaler) or StandardScaler()).partial_fit(encoded, sample_weight=sample_weight)
+    means, scales = np.zeros(len(is_categorical)), np.ones(len(is_categorical))
+    columns = column_features(is_categorical, categories)
+    numeric = ~is_categorical[columns]
+    means[~is_categorical], scales[~is_categorical] = np.nan_to_num(scaler.mean_[numeric]), scaler.scale_[numeric]
+    if is_categorical.any():
+        variance = np.bincount(columns[~numeric], np.nan_to_num(scaler.var_[~numeric]), len(is_categorical))
+        scales[is_categorical] = np.sqrt(variance[is_categorical])
+    return means, np.where(np.isfinite(scales) & (scales > 0), scales, 1.0), scaler
 
 
 LOG_SKEWNESS = 2.0  # a column's skewness above which "auto" compares it on a logarithmic scale

@@ -243,8 +243,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         fully-connected ReLU baseline (no softmax: not an attention model), or a torch function
         ``(X, K) -> scores`` of shapes ``(n, d), (m, d) -> (n, m)``.
     power : float or "auto", default="auto"
-        The exponent p on distances. ``"auto"`` is ``2 * round(sqrt(n_features))`` for ``"idw"`` and 2
-        for the other scores: IDW weights must sharpen as distances concentrate with the dimension.
+        The exponent p on distances. ``"auto"`` is ``2 * round(sqrt(n_features / 2))`` for ``"idw"``
+        (Shepard's 2 in the plane) and 2 for the other scores: IDW weights must sharpen as distances
+        concentrate with the dimension.
         Training anneals it linearly from ``min(2, power)`` over the first half of the epochs, which
         avoids the vanishing gradients of very sharp weights at the start.
     eps : float, default=1e-3
@@ -302,9 +303,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     categories_ : list of ndarray
         The training categories of each categorical feature, sorted.
     feature_means_, feature_stds_ : ndarray of shape (n_features,)
-        The training mean and standard deviation of each numeric feature (0 and 1 for categorical
-        ones), on its logarithmic scale where it has one: the network standardises with them, so that
-        units do not matter.
+        The training mean and standard deviation of each numeric feature, on its logarithmic scale
+        where it has one; for a categorical feature 0 and the root of its one-hot block's total
+        variance, ``sqrt(1 - Σ_c p_c²)`` over its categories' training shares p_c. The network
+        standardises with them, so that units do not matter and every feature starts out counting
+        alike.
     log_units_ : ndarray of shape (n_features,)
         For each feature compared on a logarithmic scale (see ``log_features``), the unit u of
         ``asinh(x / u)``, its training median; 0 for the others.
@@ -533,10 +536,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             self.log_units_[numeric_features] = _tables.log_units(numeric[used], low, self._chosen_log_features(names))
         units = self.log_units_[numeric_features]
         logged = _tables.to_log(numeric, units)
+        Z = _tables.encode(logged, categorical, self.is_categorical_, self.categories_)
         if reset or (stream and getattr(self, "_scaler", None) is not None):
-            means, stds, self._scaler = _tables.standardisation(logged[used], sample_weight[used], self._scaler)
-            self.feature_means_, self.feature_stds_ = np.zeros(self.n_features_in_), np.ones(self.n_features_in_)
-            self.feature_means_[numeric_features], self.feature_stds_[numeric_features] = means, stds
+            self.feature_means_, self.feature_stds_, self._scaler = _tables.standardisation(
+                Z[used], self.is_categorical_, self.categories_, sample_weight[used], self._scaler
+            )
         _check_trainable_scale(
             _tables.to_log(low, units), _tables.to_log(high, units), self.feature_means_[numeric_features],
             self.feature_stds_[numeric_features],
@@ -545,7 +549,6 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             low, high = np.minimum(low, self._numeric_range[0]), np.maximum(high, self._numeric_range[1])
         self._numeric_range = low, high
         offset, scale, _ = self._column_standardisation()
-        Z = _tables.encode(logged, categorical, self.is_categorical_, self.categories_)
         Z = (Z - offset.astype(Z.dtype)) / scale.astype(Z.dtype)
         # In training's float32: data that differ only in their units are then the same bits.
         return Z.astype(np.float32), y, sample_weight
@@ -572,15 +575,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return np.zeros(len(columns)) if units is None else np.where(self.is_categorical_[columns], 0.0, units[columns])
 
     def _column_standardisation(self):
-        """Offset, scale and feature of each column of the network's input: a numeric feature's
-        training mean and standard deviation, 0 and 1 in a one-hot block. Expressive attention,
+        """Offset, scale and feature of each column of the network's input: its feature's
+        ``feature_means_`` and ``feature_stds_`` (0 and the block's scale in a one-hot block). Expressive attention,
         ``(x·k)²``, cannot tell x from -x: centred, it would merge the two sides of the mean (two moons
         at chance), so for it the offset stays 0 and the inputs are only rescaled."""
         columns = self._columns()
         numeric = ~self.is_categorical_[columns]
         centred = numeric & (self._fitted_attention()[0] != "expressive")
         offset = np.where(centred, self.feature_means_[columns], 0.0)
-        return offset, np.where(numeric, self.feature_stds_[columns], 1.0), columns
+        return offset, self.feature_stds_[columns], columns
 
     def _encoded(self, X, dtype=np.float64, ensure_all_finite="allow-nan"):
         """A validated raw X (or prototypes) as the network's input in the user's units."""
@@ -875,7 +878,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if self.attention != "idw":
             return 2.0
         # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
-        return 2.0 * max(round(math.sqrt(n_features)), 1)
+        return 2.0 * max(round(math.sqrt(n_features / 2)), 1)
 
     def _build_network(
         self,

@@ -66,6 +66,34 @@ def test_one_column_in_other_units_changes_nothing():
     assert other.score(grams, y) == one.score(X, y)
 
 
+def test_a_categorical_feature_starts_out_spreading_the_rows_like_a_numeric_one(penguins, fitted):
+    """A one-hot block is scaled by the root of its total variance, over the observed cells: in the
+    model's encoding two random rows then differ by 2 in squared distance on average in every feature,
+    numeric or categorical."""
+    X, _ = penguins
+    for j, column in enumerate(X.columns):
+        observed = X[column].dropna()
+        if fitted.is_categorical_[j]:
+            shares = observed.value_counts(normalize=True).to_numpy()
+            assert fitted.feature_means_[j] == 0.0
+            assert fitted.feature_stds_[j] == pytest.approx(np.sqrt(1.0 - np.sum(shares**2)))
+        else:
+            assert fitted.feature_stds_[j] == pytest.approx(observed.std(ddof=0))
+    offset, scale, columns = fitted._column_standardisation()
+    Z = (fitted._encoded(X.dropna()) - offset) / scale
+    for j in range(X.shape[1]):
+        block = Z[:, columns == j]
+        mean_square_difference = 2.0 * np.sum(block.var(0))  # E‖z_a - z_b‖² over independent rows a, b
+        assert mean_square_difference == pytest.approx(2.0, rel=0.05), X.columns[j]
+    # Weights count like repeated rows, here too.
+    weights = np.where(X["island"] == "Biscoe", 3, 1)
+    repeated = X.loc[X.index.repeat(weights)]
+    y = penguins[1]
+    weighted = IDWAttentionClassifier(n_prototypes=3, max_epochs=1, random_state=0).fit(X, y, sample_weight=weights)
+    copies = IDWAttentionClassifier(n_prototypes=3, max_epochs=1, random_state=0).fit(repeated, y.loc[repeated.index])
+    np.testing.assert_allclose(weighted.feature_stds_, copies.feature_stds_, rtol=1e-12)
+
+
 def test_missing_values_at_fit_predict_explain_and_patch(penguins, fitted):
     X, _ = penguins
     rows = X.iloc[[3, 10, 20]].copy()  # row 3 has only island and year

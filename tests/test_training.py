@@ -1,4 +1,4 @@
-"""The optimisation machinery: the merging of duplicate rows and the power's schedule."""
+"""The optimisation machinery: the merging of duplicate rows, the power and its schedule."""
 
 import numpy as np
 
@@ -27,3 +27,17 @@ def test_power_schedule_anneals_through_even_powers():
     assert powers[0] == 2.0 and powers[9:] == [20.0] * 3
     assert all(p % 2 == 0 for p in powers) and powers == sorted(powers)
     assert power_schedule(2.0, 7.5, 4)(2) == 4.75  # not both even: linear
+
+
+def test_auto_power_is_shepards_two_in_the_plane_and_grows_with_the_root_of_the_dimension():
+    from protoattn import IDWAttentionClassifier
+
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    powers = {}
+    for d in (1, 2, 4, 8, 13, 32, 64):
+        X = rng.standard_normal((40, d))
+        powers[d] = IDWAttentionClassifier(n_prototypes=2, max_epochs=2, random_state=0).fit(X, y).power_
+    assert powers == {1: 2.0, 2: 2.0, 4: 2.0, 8: 4.0, 13: 6.0, 32: 8.0, 64: 12.0}
+    other = IDWAttentionClassifier(attention="gaussian", n_prototypes=2, max_epochs=2).fit(X, y)
+    assert other.power_ == 2.0
