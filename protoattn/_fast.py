@@ -231,8 +231,9 @@ def cosine_decay(step, total_steps):
 class TrainingStep:
     """One optimisation step of a Shepard network on the CPU: :func:`loss_and_grads`, then Adam
     (Kingma and Ba 2015) with the update of ``torch.optim.Adam`` under a cosine decay of the learning
-    rates to 0 over ``total_steps`` (``anneal=False``: constant rates), on numpy views of the
-    network's parameters. Called with a batch ``(X, y, w)``, returns its weighted loss."""
+    rates (one per parameter, a number or an array of one per entry) to 0 over ``total_steps``
+    (``anneal=False``: constant rates), on numpy views of the network's parameters. Called with a
+    batch ``(X, y, w)``, returns its weighted loss."""
 
     def __init__(self, network, learning_rates, total_steps, anneal=True, betas=(0.9, 0.999), eps=1e-8):
         self.network = network

@@ -22,9 +22,12 @@ VALUE_SCALE = 3.0
 
 _BLOCK_ROWS = 4096
 
-#: The diagonal metric's log-scales learn at this fraction of the learning rate: at the full rate
-#: they overfit digits (0.958 against 0.975 accuracy; benchmarks/accuracy.py).
+#: The diagonal metric's log-scales of numeric features learn at this fraction of the learning rate:
+#: the keys' coordinates learn too, and at the full rate the scales overfit digits.
 SCALE_RATE = 0.1
+#: ... and those of categorical features at this one: the keys' one-hot coordinates stay on their
+#: categories, so the scale is all that training adjusts for such a feature.
+CATEGORY_SCALE_RATE = 1.0
 #: ... and stay within e^±22, where their powers and products stay finite even in float32 (a diverging
 #: step would otherwise make them 0 or infinite).
 MAX_LOG_SCALE = 22.0
@@ -171,16 +174,22 @@ class TrainingResult:
 
 class AutogradStep:
     """One optimisation step of any network through autograd: weighted cross-entropy, then
-    ``torch.optim.Adam`` with one learning rate per parameter under a cosine decay to 0 over
-    ``total_steps`` (``anneal=False``: constant rates). Called with a batch ``(X, y, w)``, returns its
-    weighted loss; :meth:`state` has the layout of :meth:`protoattn._fast.TrainingStep.state`."""
+    ``torch.optim.Adam`` with one learning rate per parameter (or an array of one per entry) under a
+    cosine decay to 0 over ``total_steps`` (``anneal=False``: constant rates). Called with a batch
+    ``(X, y, w)``, returns its weighted loss; :meth:`state` has the layout of
+    :meth:`protoattn._fast.TrainingStep.state`."""
 
     def __init__(self, network, learning_rates, total_steps, anneal=True):
         self.network = network
         self.names = [name for name, _ in network.named_parameters()]
-        groups = [
-            {"params": [p], "lr": rate} for (_, p), rate in zip(network.named_parameters(), learning_rates, strict=True)
-        ]
+        # Adam's step is proportional to the rate: a parameter with a rate per entry steps at the largest,
+        # and each entry's step is scaled back to its own rate afterwards.
+        groups, self.relative = [], {}
+        for (_, p), rate in zip(network.named_parameters(), learning_rates, strict=True):
+            top = float(np.max(rate))
+            if np.ndim(rate):
+                self.relative[p] = torch.as_tensor(np.asarray(rate) / top, dtype=p.dtype, device=p.device)
+            groups.append({"params": [p], "lr": top})
         self.optimizer = torch.optim.Adam(groups)
         total = max(total_steps, 1)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -191,7 +200,11 @@ class AutogradStep:
         self.optimizer.zero_grad()
         weighted = torch.dot(nn.functional.cross_entropy(self.network(X), y, reduction="none"), w)
         (weighted / len(X)).backward()
+        before = {p: p.detach().clone() for p in self.relative}
         self.optimizer.step()
+        with torch.no_grad():
+            for p, relative in self.relative.items():
+                p.copy_(torch.lerp(before[p], p, relative))
         self.schedule.step()
         return weighted.item()
 
@@ -256,6 +269,7 @@ def train(
     optimizer_state: dict | None = None,
     anneal_learning_rate: bool = True,
     project=None,
+    categorical=None,
 ) -> TrainingResult:
     """Adam with a cosine learning-rate schedule on weighted cross-entropy.
 
@@ -267,7 +281,8 @@ def train(
     For ``partial_fit``: ``spread`` fixes the scale of the keys' learning rate (default: X's),
     ``optimizer_state`` resumes Adam from an earlier result's (unless the parameters changed shape),
     and ``anneal_learning_rate=False`` keeps the rate constant. ``project()``, when given, runs after
-    every step (it keeps the keys in the data).
+    every step (it keeps the keys in the data). ``categorical`` (a boolean per feature) gives the
+    metric's scales of categorical features their own rate (``CATEGORY_SCALE_RATE``).
     """
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -286,7 +301,10 @@ def train(
             f"learning_rate={learning_rate:g} is too large: Adam's first step overflows {X.dtype}. "
             "Use a learning_rate near the default 0.1."
         )
-    scaled = {"keys": spread or 1.0, "log_scales": SCALE_RATE}
+    metric = SCALE_RATE
+    if categorical is not None and np.any(categorical):
+        metric = np.where(categorical, CATEGORY_SCALE_RATE, SCALE_RATE).astype(np.float32)
+    scaled = {"keys": spread or 1.0, "log_scales": metric}
     rates = [learning_rate * scaled.get(name, 1.0) for name, _ in network.named_parameters()]
     total_steps = max_epochs * steps_per_epoch
     # A batch's loss is the mean of ce·w/w̄ over its rows: over the full batch, exactly Σ ce·w / Σ w.

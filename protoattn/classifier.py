@@ -837,6 +837,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             optimizer_state=self._optimizer_state if stream else None,
             anneal_learning_rate=not stream,
             project=self._projection(network),
+            categorical=self.is_categorical_,
         )
         self._set_trained(network, power_schedule(max_epochs), result)  # the final power, however training ended
         return result

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from protoattn import _fast
+from protoattn import _fast, _training
 from protoattn._network import PrototypeAttention
 from protoattn.attention import idw
 
@@ -92,6 +92,30 @@ def test_gradients_stay_right_when_logits_need_shifting():
     np.testing.assert_allclose(loss, expected.item(), rtol=1e-10)
     for a, b in zip(mine, grads, strict=True):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-7, atol=1e-9)
+
+
+def test_a_rate_per_entry_steps_alike_in_both_training_steps():
+    """The metric's scales with a rate each (categorical features learn faster): the written-out step
+    (rates entry by entry) and the autograd step (torch's Adam at the largest rate, each entry's step
+    scaled back) follow the same trajectory, and an entry's step scales with its rate."""
+    ours, theirs = _network(6.0, 1e-3, "learned"), _network(6.0, 1e-3, "learned")
+    start = ours.log_scales.detach().clone()
+    X = _queries(ours)
+    g = torch.Generator().manual_seed(3)
+    y, w = torch.randint(0, 4, (len(X),), generator=g), torch.rand(len(X), generator=g, dtype=torch.float64)
+    metric = np.array([0.01, 0.1, 0.01, 0.1, 0.1, 0.01])
+    rates, total = [0.3, 0.1, metric], 10
+    step = _fast.TrainingStep(ours, rates, total)
+    reference = _training.AutogradStep(theirs, rates, total)
+    for _ in range(total):
+        loss = step(X.numpy(), y.numpy(), w.numpy())
+        assert loss == pytest.approx(reference(X, y, w), rel=1e-8)
+    for mine, other in zip(ours.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(mine.detach().numpy(), other.detach().numpy(), rtol=1e-8, atol=1e-10)
+    # Adam's first step is the rate itself (to its eps), in the direction of the gradient's sign.
+    single = _network(6.0, 1e-3, "learned")
+    _fast.TrainingStep(single, rates, total)(X.numpy(), y.numpy(), w.numpy())
+    np.testing.assert_allclose(np.abs(single.log_scales.detach().numpy() - start.numpy()), metric, rtol=1e-4)
 
 
 @pytest.mark.parametrize("anneal", [True, False])
