@@ -94,6 +94,18 @@ def test_a_categorical_feature_starts_out_spreading_the_rows_like_a_numeric_one(
     np.testing.assert_allclose(weighted.feature_stds_, copies.feature_stds_, rtol=1e-12)
 
 
+@pytest.mark.parametrize("complete", [False, True], ids=["autograd step (missing cells)", "CPU fast step"])
+def test_a_categorical_features_scale_learns_at_the_full_rate(penguins, complete):
+    """Adam's first step is the learning rate itself: the metric's scale of a categorical feature moves
+    by it, a numeric feature's by a tenth of it, on either training step."""
+    X, y = penguins
+    if complete:
+        X, y = X.dropna(), y[X.notna().all(axis=1)]
+    clf = IDWAttentionClassifier(n_prototypes=6, max_epochs=1, learning_rate=0.05, random_state=0).fit(X, y)
+    moved = np.abs(np.log(clf.feature_scales_))
+    np.testing.assert_allclose(moved, np.where(clf.is_categorical_, 0.05, 0.005), rtol=1e-3)
+
+
 def test_missing_values_at_fit_predict_explain_and_patch(penguins, fitted):
     X, _ = penguins
     rows = X.iloc[[3, 10, 20]].copy()  # row 3 has only island and year
