@@ -748,8 +748,10 @@ def _patches_problem(clf):
         return "patches_['label'] must hold labels among classes_"
     if np.any(np.isnan(log["radius"])) or np.any(log["radius"] <= 0):
         return "patches_['radius'] must be positive (inf: unbounded)"
-    if not np.all((log["margin"] > 0) & (log["margin"] <= 40.0)):
-        return "patches_['margin'] must lie in (0, 40]"
+    from .classifier import MAX_MARGIN  # loaded with the classifier being checked
+
+    if not np.all((log["margin"] > 0) & (log["margin"] <= MAX_MARGIN)):
+        return f"patches_['margin'] must lie in (0, {MAX_MARGIN:g}]"
     return None
 
 

@@ -56,10 +56,9 @@ def _chunk_rows(m):
 
 # add_prototype and remove_prototypes replace prototypes_, logits_, prototype_reach_, patched_prototypes_
 # and patches_ together, holding this lock; predictions read prototypes_, logits_ and prototype_reach_
-# under it (see _model), so one that
-# runs beside a patch uses the model wholly before or wholly after it. Re-entrant: add_prototype
-# predicts at x while it holds the lock. One for all estimators: it is held for microseconds to read,
-# milliseconds to patch.
+# under it (see _model), so one that runs beside a patch uses the model wholly before or wholly after
+# it. Re-entrant: add_prototype predicts at x while it holds the lock. One for all estimators: it is
+# held for microseconds to read, milliseconds to patch.
 _PATCHING = threading.RLock()
 
 
@@ -542,7 +541,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
                 Z[used], self.is_categorical_, self.categories_, sample_weight[used], self._scaler
             )
         _check_trainable_scale(
-            _tables.to_log(low, units), _tables.to_log(high, units), self.feature_means_[numeric_features],
+            _tables.to_log(low, units),
+            _tables.to_log(high, units),
+            self.feature_means_[numeric_features],
             self.feature_stds_[numeric_features],
         )
         if not reset and hasattr(self, "_numeric_range"):  # the range of every row trained on so far
@@ -576,9 +577,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
     def _column_standardisation(self):
         """Offset, scale and feature of each column of the network's input: its feature's
-        ``feature_means_`` and ``feature_stds_`` (0 and the block's scale in a one-hot block). Expressive attention,
-        ``(x·k)²``, cannot tell x from -x: centred, it would merge the two sides of the mean (two moons
-        at chance), so for it the offset stays 0 and the inputs are only rescaled."""
+        ``feature_means_`` and ``feature_stds_`` (0 and the block's scale in a one-hot block).
+        Expressive attention, ``(x·k)²``, cannot tell x from -x: centred, it would merge the two sides
+        of the mean (two moons at chance), so for it the offset stays 0 and the inputs are only
+        rescaled."""
         columns = self._columns()
         numeric = ~self.is_categorical_[columns]
         centred = numeric & (self._fitted_attention()[0] != "expressive")
@@ -1015,8 +1017,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
 
         ``what`` is ``"logits"``, ``"weights"`` or a function ``(network, X_chunk) -> Tensor``. Each
         chunk is checked for infinite values (unless ``assume_finite``); chunks of logits take the CPU's
-        fast path where there is one (:mod:`protoattn._fast`), except those with missing values. ``model``: the arrays
-        ``(prototypes, logits, reach)`` to compute with (None: the fitted ones).
+        fast path where there is one (:mod:`protoattn._fast`), except those with missing values.
+        ``model``: the arrays ``(prototypes, logits, reach)`` to compute with (None: the fitted ones).
         """
         dtype = torch.float32 if X.dtype == np.float32 else torch.float64
         device = _compute.resolve_device(self.device, fitting=False)
@@ -1048,12 +1050,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         out = np.empty((X.shape[0], *first.shape[1:]), dtype=kind)
         out[: len(first)] = first
 
-        def fill(start):  # each chunk into its own rows of the result
+        for start in range(step, X.shape[0], step):
             part = chunk(start)
             out[start : start + len(part)] = part
-
-        for start in range(step, X.shape[0], step):
-            fill(start)
         return out
 
     def _finite_or_refused(self, part, rows, start, what, model):

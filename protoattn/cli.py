@@ -271,19 +271,9 @@ def patch(args):
     _warn_if_far(clf, row)
     radius = _radius(args.radius)
     label, before = matches[0], clf.predict(row)[0]
+    checked = _features(clf, _read_csv(args.preview), args.preview) if args.preview else row
     try:
-        if args.preview:
-            data = _read_csv(args.preview)
-            report = clf.preview_patch(
-                row.iloc[0],
-                label,
-                _features(clf, data, args.preview),
-                margin=args.margin,
-                radius=radius,
-                replace=args.replace,
-            )
-        else:
-            report = clf.preview_patch(row.iloc[0], label, row, margin=args.margin, radius=radius, replace=args.replace)
+        report = clf.preview_patch(row.iloc[0], label, checked, margin=args.margin, radius=radius, replace=args.replace)
     except ValueError as error:
         raise CommandError(f"cannot patch: {error}") from None
     reach = "unbounded" if math.isinf(report.radius) else f"{report.radius:.4g}"
