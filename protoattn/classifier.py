@@ -227,10 +227,12 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     log_features : "auto", list of str or int, boolean mask or None, default="auto"
         Numeric features compared on a logarithmic scale, ``asinh(x / median)`` (``log(2x / median)``
         for large x, defined for 0 and negative values, the same whatever the units): ``"auto"`` takes
-        heavy-tailed amounts, features never negative in the training data, with a positive median
-        and a skewness above 2 (counts, populations, prices), where plain differences would let the
-        largest values decide every distance. ``prototypes_`` stay in the user's units. None compares
-        every feature as it is.
+        heavy-tailed amounts, where plain differences would let the largest values decide every
+        distance: features never negative in the training data with a skewness above 2 (counts,
+        populations, prices), and features of either sign whose standard deviation exceeds 10 median
+        absolute deviations, with tails heavier than Laplace's (profits and losses); both with a
+        positive median magnitude. ``prototypes_`` stay in the user's units. None compares every
+        feature as it is.
     n_prototypes : int or None, default=None
         Number of prototypes m. ``None`` means 10 per class. With ``init="kmeans"`` the prototypes are
         spread evenly over the classes and a class never gets more prototypes than it has distinct
@@ -309,7 +311,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         alike.
     log_units_ : ndarray of shape (n_features,)
         For each feature compared on a logarithmic scale (see ``log_features``), the unit u of
-        ``asinh(x / u)``, its training median; 0 for the others.
+        ``asinh(x / u)``, its training median magnitude; 0 for the others.
     logits_ : ndarray of shape (m, n_classes)
         The values: each prototype's class logits.
     prototype_labels_ : ndarray of shape (m,)

@@ -240,6 +240,32 @@ def test_auto_puts_heavy_tailed_amounts_on_a_logarithmic_scale(amounts):
     assert logged > cross_val_score(IDWAttentionClassifier(random_state=0, log_features=None), X, y, cv=folds).mean()
 
 
+def test_auto_puts_profits_and_losses_on_a_logarithmic_scale():
+    """A signed amount whose spread a few extremes make (a profit) is compared on the logarithmic scale,
+    unit its median magnitude; a signed change with ordinary tails, two clusters far apart and a centred
+    indicator (most rows one value) are not."""
+    rng = np.random.default_rng(0)
+    n = 400
+    magnitude = np.exp(rng.normal(3, 2, n)).round(2)
+    profit = np.where(rng.random(n) < 0.25, -magnitude, magnitude)
+    change = rng.normal(0, 1, n)
+    X = pd.DataFrame(
+        {
+            "profit": profit,
+            "change": change,
+            "clusters": np.where(rng.random(n) < 0.6, 0.0, 100.0) + rng.normal(0, 0.1, n),
+            "indicator": (rng.random(n) < 0.05) - 0.05,
+        }
+    )
+    y = np.where(profit < 0, "loss", np.where(np.log(magnitude) + 0.5 * change > 3, "large", "small"))
+    clf = IDWAttentionClassifier(random_state=0).fit(X, y)
+    assert clf.log_units_.tolist() == [np.median(magnitude), 0.0, 0.0, 0.0]
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    logged = cross_val_score(IDWAttentionClassifier(random_state=0), X, y, cv=folds).mean()
+    plain = cross_val_score(IDWAttentionClassifier(random_state=0, log_features=None), X, y, cv=folds).mean()
+    assert logged > plain + 0.1
+
+
 def test_a_logarithmic_scale_ignores_units_and_takes_any_value(amounts):
     X, y = amounts
     one = IDWAttentionClassifier(random_state=0).fit(X, y)
