@@ -225,13 +225,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         and a prototype's value is one of its training categories; a category unseen in training
         counts as missing.
     log_features : "auto", list of str or int, boolean mask or None, default="auto"
-        Numeric features compared on a logarithmic scale, ``asinh(x / median)`` (``log(2x / median)``
-        for large x, defined for 0 and negative values, the same whatever the units): ``"auto"`` takes
-        heavy-tailed amounts, where plain differences would let the largest values decide every
-        distance: features never negative in the training data with a skewness above 2 (counts,
-        populations, prices), and features of either sign whose standard deviation exceeds 10 median
-        absolute deviations, with tails heavier than Laplace's (profits and losses); both with a
-        positive median magnitude. ``prototypes_`` stay in the user's units. None compares every
+        Numeric features compared on a logarithmic scale, ``asinh(x / u)`` with u the median magnitude
+        (``log(2x / u)`` for large x, defined for 0 and negative values, the same whatever the units):
+        ``"auto"`` takes heavy-tailed amounts, where plain differences would let the largest values
+        decide every distance: features never negative in the training data with a skewness above 2
+        (counts, populations, prices), and features of either sign whose standard deviation exceeds 10
+        median absolute deviations, with tails heavier than Laplace's (profits and losses); both with
+        a positive median magnitude. ``prototypes_`` stay in the user's units. None compares every
         feature as it is.
     n_prototypes : int or None, default=None
         Number of prototypes m. ``None`` means 10 per class. With ``init="kmeans"`` the prototypes are
