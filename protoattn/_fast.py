@@ -53,16 +53,17 @@ def query_norms(X, sq_scales):
     return np.einsum("ij,ij->i", X, X) if sq_scales is None else (X * X) @ sq_scales
 
 
-def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = False):
+def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = False, keep=None):
     """Shepard's unnormalised weights ``r_i ∝ 1 / (eps + ‖s ∘ (x - k_i)‖^p)`` for ``eps > 0`` (only
     ratios within a row mean anything), and with ``grad`` the sensitivity ``(p/2) σ / ‖x - k‖²``,
     ``σ = ‖x - k‖^p / (eps + ‖x - k‖^p)``, that the backward pass needs (else None); from the rows'
     :func:`query_norms` ``x2`` and the keys' :func:`key_terms`. Both are returned transposed, of shape
     (m, n): numpy's passes and minima then run along contiguous rows of n queries, several times
-    faster than along a query's m distances.
+    faster than along a query's m distances. With ``grad``, both are 0 where ``keep`` (boolean, (m, n),
+    a True in every column: training's attention dropout) is False.
 
-    Each query's distances are divided by its nearest one, floored where ``d^p = eps``, so that its
-    largest ``r_i`` lies in ``[1/2, 1]``: no power overflows and a hit gets ``1 / eps``.
+    Each query's distances are divided by its nearest (kept) one, floored where ``d^p = eps``, so that
+    its largest ``r_i`` lies in ``[1/2, 1]``: no power overflows and a hit gets ``1 / eps``.
     """
     q = 0.5 * power
     info = np.finfo(X.dtype)
@@ -70,7 +71,7 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     partial = metric_keys @ X.T  # ‖x - k‖² less ‖x‖², which is constant along a column
     partial += key_norms
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # the squared distance where d^p = eps
-    floor = np.minimum.reduce(partial, axis=0)
+    floor = np.minimum.reduce(partial, axis=0, where=True if keep is None else keep, initial=np.inf)
     floor += x2
     lowest = max(hit, float(info.tiny))
     raised = floor.min(initial=np.inf) < lowest  # some query within d^p = eps of a key
@@ -83,6 +84,9 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
         # ‖x - k‖² >= floor > 0): r = (floor / ‖x - k‖²)^q in (0, 1], one division per pair.
         return power_(np.divide(floor, ratio, out=ratio), q), None
     ratio *= inverse  # ‖x - k‖² / floor
+    dropped = None if keep is None else ~keep
+    if dropped is not None:  # a dropped key's ratio may be below 1 or 0: any finite one serves, r is set to 0
+        np.copyto(ratio, 1.0, where=dropped)
     # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take
     # (elsewhere every ratio is >= 1); with gradients, capped where ratio^q would overflow, so that σ
     # stays finite (bounded beforehand by ‖s ∘ (x - k)‖ <= ‖s ∘ x‖ + ‖s ∘ k‖).
@@ -103,6 +107,8 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
         z = power_(ratio.copy(), q)
         sensitivity = z / np.maximum(ratio, info.eps)
     z += e
+    if dropped is not None:  # r = 1 / inf = 0, and then the sensitivity (finite) too
+        np.copyto(z, np.inf, where=dropped)
     r = np.reciprocal(z, out=z)
     sensitivity *= r
     sensitivity *= q * inverse
@@ -173,18 +179,21 @@ def predictor(network):
     return logits
 
 
-def loss_and_grads(X, y, w, keys, values, log_scales, learn_scales: bool, power: float, eps: float, columns=None):
+def loss_and_grads(
+    X, y, w, keys, values, log_scales, learn_scales: bool, power: float, eps: float, columns=None, keep=None
+):
     """``Σ_n w_n CE(logits(x_n), y_n)`` of a Shepard network on complete, standardised rows, and the
     gradients of its mean over the rows with respect to the keys, the values and (when
     ``learn_scales``) the metric's log-scales (``log_scales`` None: no metric), one per feature,
-    ``columns`` giving each column's feature (None: one column each)."""
+    ``columns`` giving each column's feature (None: one column each); with the weights of row n's
+    prototype i dropped where ``keep[i, n]`` is False (a True in every column)."""
     n = len(X)
     sq_scales = None if log_scales is None else np.exp(2.0 * log_scales)
     if sq_scales is not None and columns is not None:
         sq_scales = sq_scales[columns]
     X2 = None if sq_scales is None else X * X  # serves ‖s ∘ x‖² and the scales' gradient
     x2 = query_norms(X, None) if X2 is None else X2 @ sq_scales
-    r, sensitivity = shepard_ratios(X, x2, key_terms(keys, sq_scales), power, eps, grad=True)  # (m, n)
+    r, sensitivity = shepard_ratios(X, x2, key_terms(keys, sq_scales), power, eps, grad=True, keep=keep)  # (m, n)
     sums = r.T @ _with_ones(values)
     inverse_sums = 1.0 / sums[:, -1:]
     logits_ = sums[:, :-1] * inverse_sums
@@ -233,7 +242,8 @@ class TrainingStep:
     (Kingma and Ba 2015) with the update of ``torch.optim.Adam`` under a cosine decay of the learning
     rates (one per parameter, a number or an array of one per entry) to 0 over ``total_steps``
     (``anneal=False``: constant rates), on numpy views of the network's parameters. Called with a
-    batch ``(X, y, w)``, returns its weighted loss."""
+    batch ``(X, y, w)`` and the attention dropout's ``keep`` mask (a boolean tensor of shape (m, n), or
+    None), returns its weighted loss."""
 
     def __init__(self, network, learning_rates, total_steps, anneal=True, betas=(0.9, 0.999), eps=1e-8):
         self.network = network
@@ -245,11 +255,14 @@ class TrainingStep:
         self.log_scales = None if network.log_scales is None else network.log_scales.detach().numpy()
         self.columns = None if network.column_features is None else network.column_features.numpy()
 
-    def __call__(self, X, y, w):
+    def __call__(self, X, y, w, keep=None):
         keys, values = self.params[:2]
         learn_scales = len(self.params) == 3
         power, eps = self.network.power, self.network.eps
-        weighted, grads = loss_and_grads(X, y, w, keys, values, self.log_scales, learn_scales, power, eps, self.columns)
+        keep = None if keep is None else keep.numpy()
+        weighted, grads = loss_and_grads(
+            X, y, w, keys, values, self.log_scales, learn_scales, power, eps, self.columns, keep
+        )
         self._adam(grads)
         return float(weighted)
 

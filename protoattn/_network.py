@@ -124,18 +124,22 @@ class PrototypeAttention(nn.Module):
         """Attention scores, shape (n, m)."""
         return self.score(*self.scaled(X), power=self.power, eps=self.eps)
 
-    def weights(self, X: Tensor) -> Tensor:
+    def weights(self, X: Tensor, keep: Tensor | None = None) -> Tensor:
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``); a
-        prototype's weight is exactly 0 beyond its ``reach``."""
+        prototype's weight is exactly 0 beyond its ``reach``, and where ``keep`` (boolean, (n, m);
+        training's attention dropout) is False, unless that would leave a row no weight at all."""
         scores = self.scores(X)
         if self.reach is not None:  # a structural branch, not on the data: ONNX export traces the mask
             outside = squared_distances(*self.scaled(X)) > self.reach.square()
             scores = scores.masked_fill(outside, -torch.inf if self.softmax else 0.0)
+        if keep is not None:
+            dropped = scores.masked_fill(~keep, -torch.inf if self.softmax else 0.0)
+            scores = torch.where(dropped.isneginf().all(1, keepdim=True), scores, dropped) if self.softmax else dropped
         return torch.softmax(scores, dim=1) if self.softmax else scores
 
-    def forward(self, X: Tensor) -> Tensor:
+    def forward(self, X: Tensor, keep: Tensor | None = None) -> Tensor:
         """Class logits ``Σ_i a_i(x) v_i``, shape (n, n_classes)."""
-        return self.weights(X) @ self.values
+        return self.weights(X, keep) @ self.values
 
     def feature_terms(self, X: Tensor, prototypes: Tensor) -> Tensor:
         """Each feature's term of the squared distance between each sample and some prototypes,

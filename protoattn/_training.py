@@ -176,8 +176,8 @@ class AutogradStep:
     """One optimisation step of any network through autograd: weighted cross-entropy, then
     ``torch.optim.Adam`` with one learning rate per parameter (or an array of one per entry) under a
     cosine decay to 0 over ``total_steps`` (``anneal=False``: constant rates). Called with a batch
-    ``(X, y, w)``, returns its weighted loss; :meth:`state` has the layout of
-    :meth:`protoattn._fast.TrainingStep.state`."""
+    ``(X, y, w)`` and the attention dropout's ``keep`` mask (boolean, (m, n), or None), returns its
+    weighted loss; :meth:`state` has the layout of :meth:`protoattn._fast.TrainingStep.state`."""
 
     def __init__(self, network, learning_rates, total_steps, anneal=True):
         self.network = network
@@ -196,9 +196,10 @@ class AutogradStep:
             self.optimizer, lambda step: _fast.cosine_decay(step, total) if anneal else 1.0
         )
 
-    def __call__(self, X, y, w):
+    def __call__(self, X, y, w, keep=None):
         self.optimizer.zero_grad()
-        weighted = torch.dot(nn.functional.cross_entropy(self.network(X), y, reduction="none"), w)
+        logits = self.network(X, None if keep is None else keep.to(X.device).T)
+        weighted = torch.dot(nn.functional.cross_entropy(logits, y, reduction="none"), w)
         (weighted / len(X)).backward()
         before = {p: p.detach().clone() for p in self.relative}
         self.optimizer.step()
@@ -270,6 +271,7 @@ def train(
     anneal_learning_rate: bool = True,
     project=None,
     categorical=None,
+    dropout: float = 0.0,
 ) -> TrainingResult:
     """Adam with a cosine learning-rate schedule on weighted cross-entropy.
 
@@ -282,7 +284,8 @@ def train(
     ``optimizer_state`` resumes Adam from an earlier result's (unless the parameters changed shape),
     and ``anneal_learning_rate=False`` keeps the rate constant. ``project()``, when given, runs after
     every step (it keeps the keys in the data). ``categorical`` (a boolean per feature) gives the
-    metric's scales of categorical features their own rate (``CATEGORY_SCALE_RATE``).
+    metric's scales of categorical features their own rate (``CATEGORY_SCALE_RATE``). ``dropout`` is
+    the share of attention weights dropped in each step (:func:`keep_mask`).
     """
     n = X.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -337,7 +340,8 @@ def train(
         epoch_loss = 0.0
         with np.errstate(all="ignore"):  # like torch: NaN and infinity propagate without a warning
             for xb, yb, wb in batches:
-                epoch_loss += step(xb, yb, wb)
+                keep = keep_mask(len(network.keys), len(xb), dropout, generator) if dropout else None
+                epoch_loss += step(xb, yb, wb, keep)
                 if project is not None:
                     project()
                 if log_scales is not None:
@@ -377,6 +381,17 @@ def train(
     _keep_finite(network, X, [best_state, initial_state], learning_rate)
     result.optimizer_state = step.state()
     return result
+
+
+def keep_mask(n_prototypes, n_rows, dropout, generator):
+    """Attention dropout's mask, boolean of shape (n_prototypes, n_rows): each row's weight on each
+    prototype is dropped with probability ``dropout`` in a training step, the others share it (a row
+    that would lose every prototype keeps them all). A row must then be predicted by other
+    prototypes than its nearest now and then, which keeps the prototypes near their classes' data
+    and smooths what small tables learn (attention dropout as in Vaswani et al. 2017, here before
+    the normalisation, so that the weights stay an average)."""
+    keep = torch.rand((n_prototypes, n_rows), generator=generator) >= dropout
+    return keep.logical_or_(~keep.any(0))
 
 
 def _keep_finite(network, X, fallbacks, learning_rate):

@@ -37,6 +37,11 @@ from .attention import ATTENTIONS, BOUNDED_ATTENTIONS, SOFTMAX_FREE, squared_dis
 #: Scores built on distances, where ``power`` means something and is annealed from 2 in training.
 DISTANCE_ATTENTIONS = frozenset({"idw", "inv_dist", "neg_dist", "gaussian"})
 
+#: ``dropout="auto"``: this attention dropout while training sees at most ``DROPOUT_MAX_ROWS`` rows
+#: (where scikit-learn's HistGradientBoosting turns early stopping on), none beyond.
+AUTO_DROPOUT = 0.1
+DROPOUT_MAX_ROWS = 10_000
+
 #: The largest ``margin`` of :meth:`IDWAttentionClassifier.add_prototype`: softmax gives the class a
 #: probability of ``1 - e^-40``, 1 in float64, so a larger margin changes nothing at x and only moves the
 #: predictions around it (a margin of 1e6 changed 98 of iris's 150).
@@ -269,6 +274,13 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         Adam's initial learning rate, decayed to 0 by a cosine schedule over ``max_epochs``. The keys
         learn at this rate times the spread of the data (RMS of the feature standard deviations), so
         that training behaves the same whatever the units of the features.
+    dropout : float or "auto", default="auto"
+        Attention dropout: in each training step, each row's weight on each prototype is dropped
+        with this probability and its other prototypes share the weight. Rows then learn to be
+        predicted by more than their nearest prototype, which keeps prototypes near their class's
+        data and regularises small tables; prediction uses every prototype. ``"auto"`` is 0.1 when
+        training sees at most 10 000 rows, else 0: larger data leave the prototypes too busy to fit
+        single rows, and dropout would only slow the steps. 0 turns it off.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy stops
         improving, keeping the best parameters. Otherwise stop on the training loss.
@@ -409,6 +421,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -433,6 +446,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         max_epochs=100,
         batch_size="auto",
         learning_rate=0.1,
+        dropout="auto",
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -454,6 +468,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.dropout = dropout
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -690,9 +705,10 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         count of epochs to anneal over, and prototypes placed on the data learn at the final power
         without the collapse that annealing avoids from a poor start. Adam's moment estimates carry
         over between calls (also from a :meth:`fit`, which a later ``partial_fit`` continues), and
-        the keys' learning rate keeps the scale of the first rows that had a spread.
-        ``n_iter_`` counts the passes and ``loss_curve_`` holds each pass's loss; ``max_epochs``,
-        ``early_stopping`` and ``n_iter_no_change`` play no part.
+        the keys' learning rate keeps the scale of the first rows that had a spread;
+        ``dropout="auto"`` counts the call's rows. ``n_iter_`` counts the passes and ``loss_curve_``
+        holds each pass's loss; ``max_epochs``, ``early_stopping`` and ``n_iter_no_change`` play no
+        part.
 
         Parameters
         ----------
@@ -842,6 +858,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             anneal_learning_rate=not stream,
             project=self._projection(network),
             categorical=self.is_categorical_,
+            dropout=self._resolve_dropout(len(X)),
         )
         self._set_trained(network, power_schedule(max_epochs), result)  # the final power, however training ended
         return result
@@ -876,6 +893,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
     def _fitted_attention(self):
         """The fitted score and eps; the parameters for a model fitted before protoattn kept them."""
         return getattr(self, "attention_", self.attention), getattr(self, "eps_", self.eps)
+
+    def _resolve_dropout(self, n_rows):
+        if self.dropout != "auto":
+            return float(self.dropout)
+        return AUTO_DROPOUT if n_rows <= DROPOUT_MAX_ROWS else 0.0
 
     def _resolve_power(self, n_features):
         if self.power != "auto":

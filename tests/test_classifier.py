@@ -189,6 +189,7 @@ def test_failed_refit_changes_nothing(iris):
         {"power": 0},
         {"eps": -1.0},
         {"learning_rate": 0.0},
+        {"dropout": 1.0},
         {"batch_size": 0},
         {"attention": "nope"},
         {"max_epochs": 0},

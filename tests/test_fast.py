@@ -144,6 +144,37 @@ def test_training_step_is_torch_adam_on_autograds_gradients(anneal):
         np.testing.assert_allclose(mine.detach().numpy(), reference.detach().numpy(), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("metric", [None, "learned"])
+@pytest.mark.parametrize("power", [1.5, 2.0, 7.0, 20.0])
+def test_dropped_weights_have_autograds_gradients(power, metric):
+    """Attention dropout: row n's weight on prototype i dropped where keep[i, n] is False and the rest
+    renormalised, in the written-out loss and gradients as through the definition; also where the
+    dropped prototype is the row's exact hit (the others' ratios are then taken to the nearest kept
+    distance, not the hit's) and where a single prototype is kept."""
+    network = _network(power, 1e-3, metric)
+    X = _queries(network)
+    keep = _training.keep_mask(len(network.keys), len(X), 0.5, torch.Generator().manual_seed(4))
+    keep[3, 0] = False  # row 0 is key 3's hit
+    keep[:, 1] = False
+    keep[5, 1] = True  # row 1 is key 0's hit and keeps only key 5
+    g = torch.Generator().manual_seed(2)
+    y, w = torch.randint(0, 4, (len(X),), generator=g), torch.rand(len(X), generator=g, dtype=torch.float64)
+    expected = torch.dot(torch.nn.functional.cross_entropy(network(X, keep.T), y, reduction="none"), w)
+    expected_grads = torch.autograd.grad(expected / len(X), list(network.parameters()))
+    keys, values = network.keys.detach().numpy(), network.values.detach().numpy()
+    log_scales = None if metric is None else network.log_scales.detach().numpy()
+    loss, grads = _fast.loss_and_grads(
+        X.numpy(), y.numpy(), w.numpy(), keys, values, log_scales, metric == "learned", power, 1e-3, None, keep.numpy()
+    )
+    np.testing.assert_allclose(loss, expected.item(), rtol=1e-10)
+    for mine, theirs in zip(grads, expected_grads, strict=True):
+        np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-7, atol=1e-10)
+    with torch.no_grad():
+        weights = network.weights(X, keep.T)
+    assert (weights[~keep.T] == 0).all() and weights[1, 5] == 1.0
+    np.testing.assert_allclose(weights.sum(1).numpy(), 1.0, rtol=1e-12)
+
+
 @pytest.mark.parametrize("q", [1, 2, 3, 5, 10, 16, 32, 63, 64, 2.5])
 def test_power_by_squaring_is_numpys_power(q):
     x = np.random.default_rng(0).uniform(0.5, 1.5, size=50)

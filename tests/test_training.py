@@ -1,8 +1,12 @@
-"""The optimisation machinery: the merging of duplicate rows, the power and its schedule."""
+"""The optimisation machinery: the merging of duplicate rows, the power and its schedule, attention
+dropout."""
 
 import numpy as np
+import torch
 
-from protoattn._training import aggregate_duplicates, power_schedule
+from protoattn._network import PrototypeAttention
+from protoattn._training import aggregate_duplicates, keep_mask, power_schedule
+from protoattn.attention import idw
 
 
 def test_duplicates_merge_into_weights_the_same_whatever_the_order():
@@ -41,3 +45,40 @@ def test_auto_power_is_shepards_two_in_the_plane_and_grows_with_the_root_of_the_
     assert powers == {1: 2.0, 2: 2.0, 4: 2.0, 8: 4.0, 13: 6.0, 32: 8.0, 64: 12.0}
     other = IDWAttentionClassifier(attention="gaussian", n_prototypes=2, max_epochs=2).fit(X, y)
     assert other.power_ == 2.0
+
+
+def test_dropout_drops_its_share_and_leaves_every_row_a_prototype():
+    generator = torch.Generator().manual_seed(0)
+    keep = keep_mask(50, 4000, 0.1, generator)
+    assert keep.shape == (50, 4000) and keep.dtype == torch.bool
+    assert abs(1 - keep.float().mean().item() - 0.1) < 0.005
+    for dropout in (0.9, 0.999):  # rows that would lose both prototypes keep them
+        assert keep_mask(2, 1000, dropout, generator).any(0).all()
+
+
+def test_a_row_that_dropout_would_leave_without_weight_keeps_every_prototype():
+    """With reaches (a patch's prototype is 0 beyond it), dropping a row's only prototype within reach
+    must not leave it weights of 0/0: it keeps its weights as without dropout."""
+    keys = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    network = PrototypeAttention(keys, torch.eye(3), idw, 2.0, 1e-3, reach=torch.tensor([torch.inf, 1.0, 1.0]))
+    X = torch.tensor([[4.5, 0.0], [0.5, 0.5]])
+    keep = torch.tensor([[False, False, True], [True, False, True]])  # row 0 keeps one beyond reach alone
+    with torch.no_grad():
+        weights = network.weights(X, keep)
+        np.testing.assert_array_equal(weights[0].numpy(), network.weights(X)[0].numpy())
+        assert weights[1, 1] == 0 and weights[1, 2] == 0 and weights[1, 0] == 1  # the others beyond reach
+    assert torch.isfinite(weights).all()
+
+
+def test_dropout_keeps_two_prototypes_on_the_data():
+    """Readable prototypes: without dropout, a two-prototype IDW model on the two moons pushes its
+    prototypes to the corners of the data (0.3-0.4 from every training row at some seeds); with it, a
+    row is now and then predicted by the other class's prototype alone, so each stays among its rows."""
+    from protoattn import IDWAttentionClassifier
+    from protoattn.datasets import load_moons_split
+
+    X, _, y, _ = load_moons_split()
+    for seed in range(4):
+        clf = IDWAttentionClassifier(n_prototypes=2, random_state=seed).fit(X, y)
+        nearest = np.linalg.norm(clf.prototypes_[:, None] - X[None], axis=2).min(1)
+        assert nearest.max() < 0.2, (seed, nearest)
