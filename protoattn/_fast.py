@@ -71,7 +71,7 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     partial = metric_keys @ X.T  # ‖x - k‖² less ‖x‖², which is constant along a column
     partial += key_norms
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # the squared distance where d^p = eps
-    floor = np.minimum.reduce(partial, axis=0, where=True if keep is None else keep, initial=np.inf)
+    floor = np.minimum.reduce(partial if keep is None else np.where(keep, partial, np.inf), axis=0)
     floor += x2
     lowest = max(hit, float(info.tiny))
     raised = floor.min(initial=np.inf) < lowest  # some query within d^p = eps of a key
