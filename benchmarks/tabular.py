@@ -6,8 +6,9 @@ HistGradientBoostingClassifier(categorical_features="from_dtype") get the raw Da
 logistic regression get the usual preprocessing (median-impute + scale the numeric columns,
 most-frequent-impute + one-hot the others). Prints a markdown table of mean ± std accuracy per table,
 the mean over tables and the total time per model. Tables over ``--max-rows`` rows are subsampled
-with a fixed seed. Run from the repository root: ``python benchmarks/tabular.py``; ``--seed 0 1 2 3 4``
-averages over several seeds (one seed's mean varies by a few thousandths with the estimators' seeds).
+with a fixed seed. Run from the repository root: ``python benchmarks/tabular.py --n-jobs 2``. By default
+the means are over fifteen seeds (0-14), since one seed's mean moves by a few thousandths with the
+estimators' seeds (``benchmarks/RESULTS.md``); ``--seed 0`` gives one seed's quickly.
 
 The loaders return ``(X, y)``: X a DataFrame whose text columns are ``object`` dtype with NaN for
 missing cells, identifier-like columns and target leaks dropped; y a Series. Importable with
@@ -193,8 +194,8 @@ def main(argv=None):
         "--seed",
         type=int,
         nargs="+",
-        default=[0],
-        help="seed of the folds, the subsamples and the estimators; several: the mean over them",
+        default=list(range(15)),
+        help="seeds of the folds, the subsamples and the estimators; the means are over them (default 0-14)",
     )
     parser.add_argument("--n-jobs", type=int, default=1, help="folds fitted in parallel")
     parser.add_argument("--max-rows", type=int, default=2000, help="larger tables are subsampled to this many rows")

@@ -224,6 +224,30 @@ def heavy_tailed(numeric, low):
     return heavy
 
 
+#: Numeric features correlated beyond this (|r|) are near-copies of one another, repeated measures (a
+#: population at six censuses) or one quantity in two units: together they span one dimension.
+COPY_CORRELATION = 0.95
+#: ... judged on every k-th row, at most this many (correlations near 1 settle long before).
+COPY_ROWS = 2_000
+
+
+def distinct_features(numeric):
+    """How many numeric columns are not near-copies of another (|r| > ``COPY_CORRELATION``), counting
+    each group of near-copies once; on every k-th row, at most ``COPY_ROWS``, with a missing cell at
+    its column's mean (``numeric`` is standardised)."""
+    x = np.nan_to_num(numeric[:: max(1, math.ceil(len(numeric) / COPY_ROWS))])
+    x = x - x.mean(0)
+    norms = np.linalg.norm(x, axis=0)
+    x /= np.where(norms > 0, norms, 1.0)
+    copies = np.abs(x.T @ x) > COPY_CORRELATION
+    uncovered, groups = np.ones(len(copies), dtype=bool), 0
+    for i, row in enumerate(copies):  # a column not yet covered starts a group: itself and its near-copies
+        if uncovered[i]:
+            groups += 1
+            uncovered &= ~row
+    return groups
+
+
 def to_log(numeric, units):
     """The numeric columns with those of a positive unit on their logarithmic scale ``asinh(x / u)``
     (see :func:`log_units`); a copy where any is."""

@@ -249,9 +249,11 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         fully-connected ReLU baseline (no softmax: not an attention model), or a torch function
         ``(X, K) -> scores`` of shapes ``(n, d), (m, d) -> (n, m)``.
     power : float or "auto", default="auto"
-        The exponent p on distances. ``"auto"`` is ``2 * round(sqrt(n_features / 2))`` for ``"idw"``
-        (Shepard's 2 in the plane) and 2 for the other scores: IDW weights must sharpen as distances
-        concentrate with the dimension.
+        The exponent p on distances. ``"auto"`` is ``2 * round(sqrt(d / 2))`` for ``"idw"`` (Shepard's
+        2 in the plane) and 2 for the other scores: IDW weights must sharpen as distances concentrate
+        with the dimension. d counts the features, with numeric features that are near-copies of one
+        another (correlated beyond 0.95 in the training data: repeated measures, one quantity in two
+        units) counted once, since together they span one dimension.
         Training anneals it linearly from ``min(2, power)`` over the first half of the epochs, which
         avoids the vanishing gradients of very sharp weights at the start.
     eps : float, default=1e-3
@@ -631,7 +633,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         else:
             n_prototypes = self.n_prototypes or 10 * n_classes
             keys, values = self._initial_prototypes(X, y, weight, n_prototypes, rng)
-        power = self._resolve_power(self.n_features_in_)
+        power = self._resolve_power(X)
         attention_params, scales = (self.attention_params_, self.feature_scales_) if warm else (None, None)
         reach = self._reach() if warm else None  # a patch's reach survives a warm fit
         network = self._build_network(
@@ -800,7 +802,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         self.patches_ = self._no_patches()
         self.attention_params_ = {}
         self.feature_scales_ = np.ones(self.n_features_in_)
-        self.power_ = self._resolve_power(self.n_features_in_)
+        self.power_ = self._resolve_power(X)
         self.n_iter_, self.loss_curve_ = 0, []
         self.validation_scores_ = self.best_validation_score_ = None
         self._spread, self._optimizer_state = 0.0, {}
@@ -899,11 +901,14 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             return float(self.dropout)
         return AUTO_DROPOUT if n_rows <= DROPOUT_MAX_ROWS else 0.0
 
-    def _resolve_power(self, n_features):
+    def _resolve_power(self, X):
+        """The power for training rows X (the network's standardised input)."""
         if self.power != "auto":
             return float(self.power)
         if self.attention != "idw":
             return 2.0
+        numeric = ~self.is_categorical_
+        n_features = (~numeric).sum() + _tables.distinct_features(X[:, numeric[self._columns()]])
         # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
         return 2.0 * max(round(math.sqrt(n_features / 2)), 1)
 

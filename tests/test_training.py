@@ -47,6 +47,32 @@ def test_auto_power_is_shepards_two_in_the_plane_and_grows_with_the_root_of_the_
     assert other.power_ == 2.0
 
 
+def test_auto_power_counts_near_copies_of_a_feature_once():
+    """Repeated measures (a population at several censuses, with missing cells) and one length in two
+    units span one dimension each: 2 quantities and 4 other features give d = 6, power 4, where the 21
+    columns would give 6; a categorical feature counts as one, whatever its categories."""
+    import pandas as pd
+
+    from protoattn import IDWAttentionClassifier
+
+    rng = np.random.default_rng(0)
+    n = 300
+    population = np.exp(rng.normal(8, 1.5, n))
+    length = rng.normal(40, 5, n)
+    columns = {f"population_{year}": population * rng.normal(1, 0.02, n) for year in range(1996, 2026, 2)}
+    columns["population_1996"][::17] = np.nan
+    columns |= {"length_mm": length, "length_in": length / 25.4 + rng.normal(0, 0.01, n)}
+    columns |= {f"x{j}": rng.standard_normal(n) for j in range(3)}
+    columns["colour"] = rng.choice(["red", "green", "blue"], n)
+    X, y = pd.DataFrame(columns), (length > 40).astype(int)
+    assert X.shape[1] == 21
+    clf = IDWAttentionClassifier(n_prototypes=2, max_epochs=1, random_state=0).fit(X, y)
+    assert clf.power_ == 4.0  # d = 1 + 1 + 3 + 1 = 6
+    assert IDWAttentionClassifier(n_prototypes=2, max_epochs=1).partial_fit(X, y, classes=[0, 1]).power_ == 4.0
+    independent = X.assign(**{c: rng.standard_normal(n) for c in X.columns[:15]})
+    assert IDWAttentionClassifier(n_prototypes=2, max_epochs=1, random_state=0).fit(independent, y).power_ == 6.0
+
+
 def test_dropout_drops_its_share_and_leaves_every_row_a_prototype():
     generator = torch.Generator().manual_seed(0)
     keep = keep_mask(50, 4000, 0.1, generator)
