@@ -231,11 +231,11 @@ COPY_CORRELATION = 0.95
 COPY_ROWS = 2_000
 
 
-def distinct_features(numeric):
-    """How many numeric columns are not near-copies of another (|r| > ``COPY_CORRELATION``), counting
-    each group of near-copies once; on every k-th row, at most ``COPY_ROWS``, with a missing cell at
-    its column's mean (``numeric`` is standardised)."""
-    x = np.nan_to_num(numeric[:: max(1, math.ceil(len(numeric) / COPY_ROWS))])
+def distinct_features(X, numeric):
+    """How many of X's ``numeric`` columns (a boolean mask) are not near-copies of another (|r| >
+    ``COPY_CORRELATION``), counting each group of near-copies once; on every k-th row, at most
+    ``COPY_ROWS``, with a missing cell at its column's mean (X is standardised)."""
+    x = np.nan_to_num(X[:: max(1, math.ceil(len(X) / COPY_ROWS))][:, numeric])
     x = x - x.mean(0)
     norms = np.linalg.norm(x, axis=0)
     x /= np.where(norms > 0, norms, 1.0)

@@ -908,7 +908,7 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         if self.attention != "idw":
             return 2.0
         numeric = ~self.is_categorical_
-        n_features = (~numeric).sum() + _tables.distinct_features(X[:, numeric[self._columns()]])
+        n_features = (~numeric).sum() + _tables.distinct_features(X, numeric[self._columns()])
         # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
         return 2.0 * max(round(math.sqrt(n_features / 2)), 1)
 
