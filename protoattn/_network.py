@@ -127,14 +127,14 @@ class PrototypeAttention(nn.Module):
     def weights(self, X: Tensor, keep: Tensor | None = None) -> Tensor:
         """Attention weights ``a(x)``, shape (n, m), rows summing to 1 (unless ``softmax=False``); a
         prototype's weight is exactly 0 beyond its ``reach``, and where ``keep`` (boolean, (n, m);
-        training's attention dropout) is False, unless that would leave a row no weight at all."""
+        training's attention dropout, with softmax) is False, unless that would leave a row no weight."""
         scores = self.scores(X)
         if self.reach is not None:  # a structural branch, not on the data: ONNX export traces the mask
             outside = squared_distances(*self.scaled(X)) > self.reach.square()
             scores = scores.masked_fill(outside, -torch.inf if self.softmax else 0.0)
         if keep is not None:
-            dropped = scores.masked_fill(~keep, -torch.inf if self.softmax else 0.0)
-            scores = torch.where(dropped.isneginf().all(1, keepdim=True), scores, dropped) if self.softmax else dropped
+            dropped = scores.masked_fill(~keep, -torch.inf)
+            scores = torch.where(dropped.isneginf().all(1, keepdim=True), scores, dropped)
         return torch.softmax(scores, dim=1) if self.softmax else scores
 
     def forward(self, X: Tensor, keep: Tensor | None = None) -> Tensor:

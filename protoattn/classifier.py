@@ -282,7 +282,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         predicted by more than their nearest prototype, which keeps prototypes near their class's
         data and regularises small tables; prediction uses every prototype. ``"auto"`` is 0.1 when
         training sees at most 10 000 rows, else 0: larger data leave the prototypes too busy to fit
-        single rows, and dropout would only slow the steps. 0 turns it off.
+        single rows, and dropout would only slow the steps. 0 turns it off; ``attention="relu"``, which
+        has no softmax, trains without it.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data (stratified) and stop when its accuracy stops
         improving, keeping the best parameters. Otherwise stop on the training loss.
@@ -897,6 +898,9 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         return getattr(self, "attention_", self.attention), getattr(self, "eps_", self.eps)
 
     def _resolve_dropout(self, n_rows):
+        attention = self._fitted_attention()[0]
+        if isinstance(attention, str) and attention in SOFTMAX_FREE:
+            return 0.0  # hidden units, not attention weights: nothing shares a dropped one's weight
         if self.dropout != "auto":
             return float(self.dropout)
         return AUTO_DROPOUT if n_rows <= DROPOUT_MAX_ROWS else 0.0

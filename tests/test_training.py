@@ -96,6 +96,21 @@ def test_a_row_that_dropout_would_leave_without_weight_keeps_every_prototype():
     assert torch.isfinite(weights).all()
 
 
+def test_dropout_is_for_attention_weights_only():
+    """The ReLU baseline has hidden units, not weights that others share when one is dropped: it trains
+    without dropout whatever the parameter says; a softmax score trains with it."""
+    from protoattn import IDWAttentionClassifier
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), np.arange(60) % 2
+
+    def fitted(**params):
+        return IDWAttentionClassifier(n_prototypes=4, max_epochs=5, random_state=0, **params).fit(X, y).logits_
+
+    np.testing.assert_array_equal(fitted(attention="relu", dropout=0.5), fitted(attention="relu", dropout=0.0))
+    assert not np.array_equal(fitted(dropout=0.5), fitted(dropout=0.0))
+
+
 def test_dropout_keeps_two_prototypes_on_the_data():
     """Readable prototypes: without dropout, a two-prototype IDW model on the two moons pushes its
     prototypes to the corners of the data (0.3-0.4 from every training row at some seeds); with it, a
