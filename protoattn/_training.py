@@ -344,8 +344,10 @@ def train(
                 epoch_loss += step(xb, yb, wb, keep)
                 if project is not None:
                     project()
-                if log_scales is not None:
+                if isinstance(log_scales, np.ndarray):
                     log_scales.clip(-MAX_LOG_SCALE, MAX_LOG_SCALE, out=log_scales)
+                elif log_scales is not None:
+                    log_scales.clamp_(-MAX_LOG_SCALE, MAX_LOG_SCALE)
         epoch_loss /= n
         if not math.isfinite(epoch_loss):
             network.load_state_dict(best_state)

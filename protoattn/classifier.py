@@ -880,11 +880,15 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
         keys = network.keys.detach()
         frozen = torch.as_tensor(np.flatnonzero(frozen), device=keys.device)
         placed = keys[:, frozen].clone()
+        low, high = bounds
         if keys.is_cpu:  # numpy views of the same memory: a third of torch's cost per call on small arrays
-            keys, frozen, placed, bounds = keys.numpy(), frozen.numpy(), placed.numpy(), [b.numpy() for b in bounds]
+            keys, frozen, placed, low, high = keys.numpy(), frozen.numpy(), placed.numpy(), low.numpy(), high.numpy()
 
         def project():
-            keys.clip(*bounds, out=keys)
+            if isinstance(keys, np.ndarray):  # maximum then minimum: twice as fast as numpy's clip here
+                np.minimum(np.maximum(keys, low, out=keys), high, out=keys)
+            else:
+                torch.clamp(keys, low, high, out=keys)
             if len(frozen):
                 keys[:, frozen] = placed
 

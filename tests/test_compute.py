@@ -144,6 +144,32 @@ def test_fit_and_predict_on_a_gpu_give_numpy_and_match_the_cpu(iris):
 
 
 @needs_cuda
+def test_a_raw_table_trains_on_a_gpu_with_dropout():
+    """Text columns, missing cells and attention dropout on the GPU's training path (autograd, each
+    step's dropout mask moved to the device): as accurate as on the CPU, prototypes within the data."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    colours = np.array(["red", "green", "blue"], dtype=object)
+    X = pd.DataFrame(
+        {
+            "size": rng.normal(10 + 5 * y, 2),
+            "mass": rng.normal(1000 * (1 + y), 300),
+            "colour": colours[(y + (rng.random(300) < 0.2)) % 3],
+        }
+    )
+    X.loc[::7, "size"] = np.nan
+    X.loc[::11, "colour"] = None
+    gpu = IDWAttentionClassifier(device="cuda", random_state=0).fit(X, y)
+    cpu = IDWAttentionClassifier(random_state=0).fit(X, y)
+    assert gpu.score(X, y) > cpu.score(X, y) - 0.03
+    numeric = gpu.prototypes_frame()[["size", "mass"]]
+    assert (numeric.min() >= X[["size", "mass"]].min()).all() and (numeric.max() <= X[["size", "mass"]].max()).all()
+    assert set(gpu.prototypes_frame()["colour"]) <= set(colours)
+
+
+@needs_cuda
 def test_partial_fit_on_a_gpu(iris):
     X, y = iris
     clf = IDWAttentionClassifier(device="cuda", n_prototypes=6, random_state=0)
