@@ -140,14 +140,16 @@ class ImplicitKernel(nn.Module):
     Gaussians with per-feature scales, ``κ(δ) = Σ_j π_j exp(-½ Σ_f s_jf² δ_f²)``, and the magnitude
     term uses the Lᵖ norm of the key (Song et al., IKAN), with ``p = power``.
 
-    The components start at ``1/2, 1, 2, 4`` times the dot-product bandwidth's inverse, equally
-    weighted; with one component at exactly ``s = d^(-1/4)`` and p = 2 the weights equal ``dot``'s.
+    The components start at ``1, 2, 4, 8`` times the dot-product bandwidth's inverse, equally
+    weighted: with one component at exactly ``s = d^(-1/4)`` and p = 2 the weights equal ``dot``'s, and
+    the mixture starts close to them. None starts wider, since a wider kernel leaves the magnitude term
+    unmatched: its score then grows with ``‖k‖²`` and a key of large norm takes every row's weight.
     """
 
     def __init__(self, n_features: int, n_components: int = 4):
         super().__init__()
         base = -0.25 * math.log(max(n_features, 1))
-        offsets = math.log(2.0) * (torch.arange(n_components, dtype=torch.float32) - 1.0)
+        offsets = math.log(2.0) * torch.arange(n_components, dtype=torch.float32)
         self.mixture_logits = nn.Parameter(torch.zeros(n_components))
         self.log_scales = nn.Parameter((base + offsets)[:, None].repeat(1, max(n_features, 1)))
 

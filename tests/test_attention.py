@@ -96,6 +96,33 @@ def test_implicit_kernel_with_the_rbf_bandwidth_gives_dot_product_weights():
     )
 
 
+def test_implicit_kernel_starts_near_dot_product_weights_even_beside_a_key_of_large_norm():
+    """Standardised near-constant columns give some keys huge norms (digits: ‖k‖² up to 2 575 against
+    a median of about 60). A component wider than the dot product's bandwidth would let such a key take
+    every row's weight, with no gradient left to learn from; the mixture starts at dot's weights."""
+    rng = np.random.default_rng(0)
+    X_, K_ = rng.standard_normal((50, 64)), rng.standard_normal((10, 64))
+    K_[3, :4] = 25.0  # ‖k‖² about 2 500
+    Xt, Kt = torch.as_tensor(X_), torch.as_tensor(K_)
+    kernel = ImplicitKernel(64).double()
+    weights = torch.softmax(kernel(Xt, Kt, power=2.0), 1).detach().numpy()
+    dot = torch.softmax(ATTENTIONS["dot"](Xt, Kt), 1).numpy()
+    np.testing.assert_allclose(weights, dot, atol=1e-3)
+    assert (weights.argmax(1) == 3).mean() < 0.5  # as with dot: the rows it points at, not all of them
+
+
+def test_implicit_kernel_attention_learns_digits():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from protoattn import IDWAttentionClassifier
+
+    X_, y_ = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X_, y_, random_state=0, stratify=y_)
+    clf = IDWAttentionClassifier(attention="kernel", dropout=0.0, max_epochs=30, random_state=0)
+    assert clf.fit(X_train, y_train).score(X_test, y_test) > 0.9  # was 0.10: every row on one prototype
+
+
 def test_implicit_kernel_is_a_positive_mixture_with_an_lp_magnitude():
     kernel = ImplicitKernel(X.shape[1]).double()
     Xt, Kt = torch.as_tensor(X), torch.as_tensor(K)
