@@ -71,7 +71,8 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
     partial = metric_keys @ X.T  # ‖x - k‖² less ‖x‖², which is constant along a column
     partial += key_norms
     hit = math.exp(min(math.log(eps) / q, math.log(info.max)))  # the squared distance where d^p = eps
-    floor = np.minimum.reduce(partial if keep is None else np.where(keep, partial, np.inf), axis=0)
+    dropped = None if keep is None else ~keep
+    floor = np.minimum.reduce(partial if dropped is None else np.where(dropped, np.inf, partial), axis=0)
     floor += x2
     lowest = max(hit, float(info.tiny))
     raised = floor.min(initial=np.inf) < lowest  # some query within d^p = eps of a key
@@ -84,7 +85,6 @@ def shepard_ratios(X, x2, keys_terms, power: float, eps: float, *, grad: bool = 
         # ‖x - k‖² >= floor > 0): r = (floor / ‖x - k‖²)^q in (0, 1], one division per pair.
         return power_(np.divide(floor, ratio, out=ratio), q), None
     ratio *= inverse  # ‖x - k‖² / floor
-    dropped = None if keep is None else ~keep
     if dropped is not None:  # a dropped key's ratio may be below 1 or 0: any finite one serves, r is set to 0
         np.copyto(ratio, 1.0, where=dropped)
     # Rounding leaves a hit's distance slightly below 0, which an odd or fractional power cannot take

@@ -915,8 +915,8 @@ class IDWAttentionClassifier(ClassifierMixin, BaseEstimator):
             return float(self.power)
         if self.attention != "idw":
             return 2.0
-        numeric = ~self.is_categorical_
-        n_features = (~numeric).sum() + _tables.distinct_features(X, numeric[self._columns()])
+        categorical = self.is_categorical_
+        n_features = categorical.sum() + _tables.distinct_features(X, ~categorical[self._columns()])
         # An even integer: the CPU's fast path (protoattn._fast) then takes the power by squaring.
         return 2.0 * max(round(math.sqrt(n_features / 2)), 1)
 
